@@ -1,0 +1,3 @@
+from acfd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training kernels (OpenAI Triton) with their PyTorch references, and NMS (NumPy / CuPy)."""

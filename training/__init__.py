@@ -1,0 +1,1 @@
+"""Model, data, losses, training loop, evaluation and export (installed as ``acfd.training``)."""

@@ -1,0 +1,114 @@
+"""Presets: plain dataclasses filled from small YAML files in ``training/presets/``.
+
+A preset file may name a ``base`` preset and override only what differs (``tiny`` is a few lines
+on top of ``acfd51``, the paper's model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape. Defaults are the paper's VoVNetV3-51 (Table 1)."""
+
+    stem_channels: tuple[int, ...] = (64, 64, 128)
+    stage_channels: tuple[int, ...] = (128, 160, 192, 224, 128, 128)
+    concat_channels: tuple[int, ...] = (256, 512, 768, 1024, 128, 128)
+    stage_repeats: tuple[int, ...] = (1, 1, 2, 2, 1, 1)
+    layers_per_module: int = 5
+    neck_channels: int = 128
+    neck_repeats: int = 2
+    head_channels: int = 128
+    head_depth: int = 2
+    strides: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
+    anchor_scale: float = 4.0  # anchor side = anchor_scale * stride
+    prior_prob: float = 0.01  # classification bias init
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and matching hyper-parameters (paper section 4.1)."""
+
+    base_lr: float = 0.04  # at base_batch images per step; scaled linearly with the real batch
+    base_batch: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_iters: int = 1000
+    warmup_start_lr: float = 1e-6
+    epochs: int = 300
+    lr_milestones: tuple[int, ...] = (200, 250, 280)
+    input_size: int = 640
+    t1: float = 0.35
+    t2: float = 0.7
+    lambda_reg: float = 0.7
+    lambda_cls: float = 0.7
+    margin: float = 0.2
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preset":
+        return cls(
+            name=data["name"],
+            model=_build(ModelConfig, data.get("model", {}), "model"),
+            train=_build(TrainConfig, data.get("train", {}), "train"),
+        )
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> Preset:
+    """Load a preset by name (``acfd51``, ``tiny``) or from a YAML file path."""
+    raw = _read_layers(name, seen=())
+    preset_name = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+    return Preset(
+        name=preset_name,
+        model=_build(ModelConfig, raw.get("model", {}), f"{name}: model"),
+        train=_build(TrainConfig, raw.get("train", {}), f"{name}: train"),
+    )
+
+
+def _read_layers(name: str, seen: tuple[str, ...]) -> dict:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}: choose one of {available_presets()} or give a YAML file")
+    if name in seen:
+        raise ValueError(f"preset {name!r} names itself as a base: {' -> '.join(seen + (name,))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    base = data.pop("base", None)
+    merged = _read_layers(base, seen + (name,)) if base else {}
+    for section in ("model", "train"):
+        merged.setdefault(section, {}).update(data.get(section) or {})
+    unknown = set(data) - {"model", "train"}
+    if unknown:
+        raise ValueError(f"preset {path}: unknown sections {sorted(unknown)}")
+    return merged
+
+
+def _build(cls, values: dict, where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"preset {where}: unknown keys {sorted(unknown)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**converted)

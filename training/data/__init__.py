@@ -1,0 +1,1 @@
+"""Data: generated cartoon scenes, iCartoonFace/COCO loaders, augmentation, datasets."""
