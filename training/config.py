@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 PRESET_DIR = Path(__file__).with_name("presets")
+SECTIONS = ("model", "train", "inference")
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """Test-time settings of paper section 4.1, shared by evaluation, export manifests and serving.
+
+    Scales are ``(height, width)``: the paper's "480x645" is read as 480 rows by 645 columns, the
+    landscape shape of cartoon frames. Images are resized to each scale without keeping the aspect
+    ratio, and boxes are mapped back per axis.
+    """
+
+    single_scale: tuple[int, int] = (640, 640)
+    test_scales: tuple[tuple[int, int], ...] = ((480, 645), (640, 860), (800, 1075))
+    score_threshold: float = 0.08
+    pre_nms_topk: int = 1000  # per scale
+    nms_iou: float = 0.55
+    max_detections: int = 100
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -70,6 +89,7 @@ class Preset:
             name=data["name"],
             model=_build(ModelConfig, data.get("model", {}), "model"),
             train=_build(TrainConfig, data.get("train", {}), "train"),
+            inference=_build(InferenceConfig, data.get("inference", {}), "inference"),
         )
 
 
@@ -85,6 +105,7 @@ def load_preset(name: str) -> Preset:
         name=preset_name,
         model=_build(ModelConfig, raw.get("model", {}), f"{name}: model"),
         train=_build(TrainConfig, raw.get("train", {}), f"{name}: train"),
+        inference=_build(InferenceConfig, raw.get("inference", {}), f"{name}: inference"),
     )
 
 
@@ -97,9 +118,9 @@ def _read_layers(name: str, seen: tuple[str, ...]) -> dict:
     data = yaml.safe_load(path.read_text()) or {}
     base = data.pop("base", None)
     merged = _read_layers(base, seen + (name,)) if base else {}
-    for section in ("model", "train"):
+    for section in SECTIONS:
         merged.setdefault(section, {}).update(data.get(section) or {})
-    unknown = set(data) - {"model", "train"}
+    unknown = set(data) - set(SECTIONS)
     if unknown:
         raise ValueError(f"preset {path}: unknown sections {sorted(unknown)}")
     return merged
@@ -110,5 +131,10 @@ def _build(cls, values: dict, where: str):
     unknown = set(values) - names
     if unknown:
         raise ValueError(f"preset {where}: unknown keys {sorted(unknown)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    converted = {k: _tuples(v) for k, v in values.items()}
     return cls(**converted)
+
+
+def _tuples(value):
+    """YAML lists (and lists of lists) to the tuples the frozen dataclasses hold."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

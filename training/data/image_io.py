@@ -35,7 +35,7 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, name: s
     buf = buf.reshape(-1)
     if buf.size == 0:
         raise ImageError(f"{name}: empty input (0 bytes)")
-    width, height = _peek_size(buf)
+    width, height = peek_size(buf)
     if width and height and width * height > max_pixels:
         raise ImageError(f"{name}: {width}x{height} image exceeds the {max_pixels}-pixel limit")
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -54,6 +54,23 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except OSError as err:
         raise ImageError(f"{path}: cannot read ({err.strerror or err})") from err
     return decode_image(data, max_pixels=max_pixels, name=str(path))
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header when possible (no full decode)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = np.frombuffer(f.read(256 * 1024), dtype=np.uint8)
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read ({err.strerror or err})") from err
+    if head.size == 0:
+        raise ImageError(f"{path}: empty file")
+    width, height = peek_size(head)
+    if width and height:
+        return width, height
+    image = read_image(path)
+    return image.shape[1], image.shape[0]
 
 
 def to_rgb8(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -80,7 +97,7 @@ def normalize(image_rgb: np.ndarray) -> np.ndarray:
     return ((image_rgb.astype(np.float32) - mean) / std).transpose(2, 0, 1).copy()
 
 
-def _peek_size(buf: np.ndarray) -> tuple[int, int]:
+def peek_size(buf: np.ndarray) -> tuple[int, int]:
     """Width and height from a PNG/JPEG/BMP header without decoding (0, 0 if unknown)."""
     head = buf[:64].tobytes()
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
