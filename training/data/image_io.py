@@ -100,7 +100,7 @@ def normalize(image_rgb: np.ndarray) -> np.ndarray:
 def peek_size(buf: np.ndarray) -> tuple[int, int]:
     """Width and height from a PNG/JPEG/BMP header without decoding (0, 0 if unknown)."""
     head = buf[:64].tobytes()
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24 and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if head[:2] == b"BM" and len(head) >= 26:
         return abs(int.from_bytes(head[18:22], "little", signed=True)), abs(
