@@ -1,0 +1,80 @@
+"""Greedy non-maximum suppression in NumPy: the CPU form of the one NMS algorithm of the project.
+
+Contract (shared with :mod:`acfd.kernels.nms.cupy_nms`, which must return the same indices):
+
+* boxes ``[N, 4]`` are ``(x1, y1, x2, y2)`` in continuous pixel coordinates (no ``+1``), finite;
+  scores ``[N]``.
+* Boxes are visited in descending score order; ties keep the lower index first (stable sort).
+* A visited box that is still alive is kept and suppresses every later box whose IoU with it is
+  strictly greater than ``iou_threshold``.
+* IoU is computed in float32, in this order: ``w = max(min(x2) - max(x1), 0)``, likewise ``h``,
+  ``inter = w * h``, ``area = max(x2 - x1, 0) * max(y2 - y1, 0)``,
+  ``union = (area_kept + area_other) - inter``, ``iou = inter / union`` (0 where ``union <= 0``,
+  so zero-area boxes never suppress each other). The CUDA kernel uses the same operations
+  without fused multiply-adds, so both paths see bit-identical IoUs.
+* Returns the kept indices into the input, int64, in descending-score order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sort_by_score(scores: np.ndarray) -> np.ndarray:
+    """Indices that order ``scores`` descending; equal scores keep their input order."""
+    # "+ 0.0" turns -0.0 into +0.0 so signed zeros tie, as they do under NumPy's comparison.
+    return np.argsort(-scores.astype(np.float32) + np.float32(0.0), kind="stable")
+
+
+def iou_matrix(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """IoU ``[R, C]`` (float32) of boxes ``rows [R, 4]`` (the kept side) against ``cols [C, 4]``,
+    in the contract's operation order."""
+    zero = np.float32(0.0)
+    a, b = rows[:, None, :], cols[None, :, :]
+    w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), zero)
+    h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), zero)
+    inter = w * h
+    area_rows = np.maximum(rows[:, 2] - rows[:, 0], zero) * np.maximum(rows[:, 3] - rows[:, 1], zero)
+    area_cols = np.maximum(cols[:, 2] - cols[:, 0], zero) * np.maximum(cols[:, 3] - cols[:, 1], zero)
+    union = (area_rows[:, None] + area_cols[None, :]) - inter
+    iou = np.zeros_like(inter)
+    np.divide(inter, union, out=iou, where=union > zero)
+    return iou
+
+
+def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Kept indices (int64, descending score) after greedy NMS; see the module docstring.
+
+    Work is blocked to stay fast in NumPy: the sorted boxes are taken ``block`` rows at a time; the
+    rows still alive get their IoU against every later box still alive in one array operation,
+    then a short serial pass keeps a row unless an earlier kept box suppressed it, and ORs the
+    row's "IoU above threshold" flags into the suppressed set. The result is that of the plain
+    one-box-at-a-time loop.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    n = boxes.shape[0]
+    if n != scores.shape[0]:
+        raise ValueError(f"nms: {n} boxes but {scores.shape[0]} scores")
+    if n == 0:
+        return np.zeros((0,), dtype=np.int64)
+    threshold = np.float32(iou_threshold)
+    order = sort_by_score(scores)
+    sorted_boxes = boxes[order]
+    removed = np.zeros(n, dtype=bool)
+    kept: list[int] = []
+    block = int(np.clip(1_000_000 // n, 32, 512))  # bounds the [rows, cols] temporaries to ~1M entries
+    for start in range(0, n, block):
+        rows = np.flatnonzero(~removed[start : start + block]) + start
+        if rows.size == 0:
+            continue
+        cols = np.flatnonzero(~removed[start:]) + start  # rows is a prefix-ordered subset of cols
+        over = iou_matrix(sorted_boxes[rows], sorted_boxes[cols]) > threshold
+        cols_removed = np.zeros(cols.size, dtype=bool)
+        for k, col in enumerate(np.searchsorted(cols, rows).tolist()):
+            if cols_removed[col]:
+                continue
+            kept.append(int(rows[k]))
+            cols_removed |= over[k]
+        removed[cols[cols_removed]] = True
+    return order[np.asarray(kept, dtype=np.int64)].astype(np.int64)

@@ -1,0 +1,174 @@
+"""``acfd eval``: AP@0.5 of a checkpoint (or of a freshly initialised preset) on a data set.
+
+``acfd eval (--weights W | --preset NAME) --data PATH [--images DIR] [--multiscale] [--json [OUT]]
+[--plot pr.png] [--limit N] [--device cpu]`` prints a short report ending in ``mAP@0.5: 0.xxxx``;
+``--json`` writes the numbers (AP, precision/recall curve, images, faces, s/img) as JSON to OUT or,
+without OUT, to stdout instead of the report; ``--plot`` writes the precision-recall curve as PNG.
+``--preset`` alone evaluates a freshly initialised (seeded) model: the floor a trained one must beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _iou(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--weights", metavar="CKPT", help="checkpoint to evaluate (its preset comes with it)")
+    model.add_argument("--preset", metavar="NAME", help="evaluate a freshly initialised model of this preset")
+    parser.add_argument(
+        "--data", required=True, metavar="PATH", help="COCO JSON, iCartoonFace CSV, or a folder holding one"
+    )
+    parser.add_argument("--images", metavar="DIR", default=None, help="image folder, if not beside the annotations")
+    parser.add_argument("--category", default=None, help="COCO category (name or id) when the file has several")
+    parser.add_argument(
+        "--multiscale", action="store_true", help="three test scales 480x645, 640x860, 800x1075 instead of 640x640"
+    )
+    parser.add_argument(
+        "--json", nargs="?", const="-", default=None, metavar="OUT",
+        help="write the results as JSON to OUT, or to stdout (instead of the report) when OUT is omitted",
+    )
+    parser.add_argument("--plot", metavar="PNG", default=None, help="write the precision-recall curve to this PNG")
+    parser.add_argument(
+        "--limit", type=_positive_int, default=None, metavar="N", help="evaluate the first N images only"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=_positive_int, default=1, help="images per forward pass")
+    parser.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a true positive")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed with --preset")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fail(message: str) -> int:
+    print(f"acfd eval: {message}", file=sys.stderr)
+    return 2
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
+def _model(args):
+    """``(model, preset)`` from ``--weights`` or ``--preset``; ValueError with a readable message."""
+    import torch
+
+    if args.weights:
+        from acfd.training.checkpoint import load_model
+
+        model, preset, _ = load_model(args.weights)  # CheckpointError is a ValueError
+        return model, preset
+    from acfd.training.config import load_preset
+    from acfd.training.model import build_model
+
+    preset = load_preset(args.preset)
+    torch.manual_seed(args.seed)
+    return build_model(preset), preset
+
+
+def run(args: argparse.Namespace) -> int:
+    data_path = Path(args.data)
+    if not data_path.exists():
+        return _fail(f"--data {data_path}: no such file or folder")
+    if args.images is not None and not Path(args.images).is_dir():
+        return _fail(f"--images {args.images}: no such folder")
+    for name, target in (("--plot", args.plot), ("--json", args.json)):
+        if target not in (None, "-") and not Path(target).parent.is_dir():
+            return _fail(f"{name} {target}: folder {Path(target).parent} does not exist")
+
+    from acfd.training.data.annotations import load_detection_set
+    from acfd.training.evaluation.evaluate import evaluate, format_report, json_summary
+    from acfd.training.model import Predictor
+
+    try:
+        device = _device(args.device)
+        model, preset = _model(args)
+    except (ValueError, OSError) as err:
+        return _fail(str(err))
+    try:
+        detection_set = load_detection_set(
+            data_path, images_dir=args.images, category=args.category, progress=not args.no_progress
+        )
+    except (ValueError, OSError) as err:  # the loader's messages name the file
+        return _fail(str(err))
+    for problem in detection_set.problems[:20]:
+        print(f"acfd eval: warning: {problem}", file=sys.stderr)
+    if len(detection_set.problems) > 20:
+        print(f"acfd eval: warning: ... {len(detection_set.problems) - 20} more problems", file=sys.stderr)
+    if not detection_set.records:
+        return _fail(f"--data {data_path}: no usable images")
+
+    predictor = Predictor(model).to(device).eval()
+    result = evaluate(
+        predictor,
+        detection_set,
+        multiscale=args.multiscale,
+        cfg=preset.inference,
+        progress=not args.no_progress,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        iou_threshold=args.iou,
+    )
+    for line in result["skipped"]:
+        print(f"acfd eval: skipped {line}", file=sys.stderr)
+    if result["images"] == 0:
+        return _fail(f"--data {data_path}: none of the images could be read")
+    if result["faces"] == 0:
+        print(f"acfd eval: warning: {data_path} has no faces in the evaluated images; AP is undefined", file=sys.stderr)
+
+    summary = json_summary(result)
+    summary["model"] = args.weights or f"preset {preset.name} (initialised, seed {args.seed})"
+    summary["data"] = str(data_path)
+    if args.plot:
+        from acfd.training.evaluation.plots import plot_pr_curve
+
+        try:
+            plot_pr_curve(result["precision"], result["recall"], result["ap"], args.plot, title=preset.name)
+        except OSError as err:
+            return _fail(f"--plot {args.plot}: cannot write ({err.strerror or err})")
+    if args.json == "-":
+        print(json.dumps(summary, indent=1))
+        return 0
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+        except OSError as err:
+            return _fail(f"--json {args.json}: cannot write ({err.strerror or err})")
+    print(f"model: {summary['model']}")
+    for line in format_report(result):
+        print(line)
+    return 0

@@ -1,0 +1,80 @@
+"""Single- and multi-scale inference of paper section 4.1 for evaluation: image in, detections out.
+
+For each test scale ``(H, W)`` the uint8 RGB image is resized to ``W x H`` (bilinear, aspect ratio
+not kept), normalised with :func:`acfd.training.data.image_io.normalize` and run through the
+``Predictor`` (``images [B, 3, H, W] -> (scores [B, A], boxes [B, A, 4])``); the scales' outputs
+then go through :func:`acfd.training.postprocess.postprocess` (threshold, top-k per scale, map back
+per axis, merge, clip, NMS, top-100), the same code the serving postprocess model runs.
+
+The predictor must be in eval mode; inputs go to the device of its first parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from acfd.training.config import InferenceConfig
+from acfd.training.data.image_io import normalize
+from acfd.training.postprocess import postprocess
+
+Detections = tuple[np.ndarray, np.ndarray]  # boxes [N, 4] float32, scores [N] float32
+
+
+def scales_for(cfg: InferenceConfig, multiscale: bool) -> tuple[tuple[int, int], ...]:
+    """The ``(H, W)`` input sizes to run: the three test scales, or the single 640x640 one."""
+    return tuple(cfg.test_scales) if multiscale else (tuple(cfg.single_scale),)
+
+
+def network_input(image_rgb: np.ndarray, scale_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB ``[h, w, 3]`` resized to ``scale_hw`` and normalised: float32 ``[3, H, W]``."""
+    height, width = scale_hw
+    if image_rgb.shape[:2] != (height, width):
+        image_rgb = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    return normalize(image_rgb)
+
+
+def _device_of(predictor: torch.nn.Module) -> torch.device:
+    param = next(predictor.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def run_network(predictor: torch.nn.Module, images: Sequence[np.ndarray], scale_hw: tuple[int, int]):
+    """Raw predictor outputs for a batch of images at one scale: NumPy ``(scores [B, A], boxes [B, A, 4])``."""
+    batch = torch.from_numpy(np.stack([network_input(image, scale_hw) for image in images]))
+    scores, boxes = predictor(batch.to(_device_of(predictor)))
+    return scores.float().cpu().numpy(), boxes.float().cpu().numpy()
+
+
+def detect_batch(
+    predictor: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    scales: Sequence[tuple[int, int]],
+    cfg: InferenceConfig,
+) -> list[Detections]:
+    """Detections ``(boxes [N, 4], scores [N])`` in original pixels for each image of a batch.
+
+    Images may differ in size: every one is resized to each scale, so a scale is one forward pass.
+    """
+    if not images:
+        return []
+    outputs: list[list] = [[] for _ in images]
+    for scale_hw in scales:
+        scores, boxes = run_network(predictor, images, scale_hw)
+        for i in range(len(images)):
+            outputs[i].append((scores[i], boxes[i], tuple(scale_hw)))
+    return [postprocess(outputs[i], images[i].shape[:2], cfg, xp=np) for i in range(len(images))]
+
+
+def detect(
+    predictor: torch.nn.Module,
+    image_rgb: np.ndarray,
+    scales: Sequence[tuple[int, int]],
+    cfg: InferenceConfig,
+) -> Detections:
+    """Detections ``(boxes [N, 4] float32, scores [N] float32)`` for one uint8 RGB image."""
+    return detect_batch(predictor, [image_rgb], scales, cfg)[0]
