@@ -1,0 +1,75 @@
+"""``acfd export``: checkpoint -> fused ONNX graph + manifest (+ TensorRT engine) in one folder.
+
+    acfd export --weights RUN/last.pt --out EXPORT [--opset 17] [--preset acfd51]
+                [--tensorrt [--fp16] [--max-batch 8] [--trt-profiles one|per-scale]]
+
+Writes ``EXPORT/model.onnx`` and ``EXPORT/export.json`` (and ``EXPORT/model.plan`` with
+``--tensorrt``); see ``acfd.training.export`` for the contract. A bad checkpoint or option prints
+one line naming the file or value and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from acfd.training.export import DEFAULT_OPSET, MANIFEST_FILE, MAX_OPSET, MIN_OPSET, ONNX_FILE, ExportError
+from acfd.training.tensorrt_build import default_timing_cache
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, type=Path, help="checkpoint written by `acfd train` (e.g. RUN/last.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="export folder (created if missing)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET})")
+    parser.add_argument("--preset", default=None, help="fail unless the checkpoint belongs to this preset")
+    parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (model.plan); needs TensorRT and a GPU")
+    parser.add_argument("--fp16", action="store_true", help="let TensorRT use FP16 kernels (with --tensorrt)")
+    parser.add_argument("--max-batch", type=int, default=8, help="largest batch the TensorRT engine accepts")
+    parser.add_argument(
+        "--trt-profiles",
+        choices=("one", "per-scale"),
+        default="one",
+        help="one optimisation profile spanning all test scales, or one per scale",
+    )
+    parser.add_argument(
+        "--timing-cache", type=Path, default=default_timing_cache(), help="TensorRT timing cache, reused across builds"
+    )
+    parser.add_argument("--workspace-mib", type=int, default=4096, help="TensorRT builder workspace in MiB")
+    parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime self-check at a second input shape")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from acfd.training.export import export_model
+
+    try:
+        manifest = export_model(
+            args.weights,
+            args.out,
+            opset=args.opset,
+            tensorrt=args.tensorrt,
+            fp16=args.fp16,
+            max_batch=args.max_batch,
+            progress=not args.quiet,
+            expect_preset=args.preset,
+            trt_profiles=args.trt_profiles,
+            timing_cache=args.timing_cache,
+            workspace_mib=args.workspace_mib,
+            verify=not args.no_verify,
+        )
+    except ExportError as err:
+        print(f"acfd export: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        where = err.filename or args.out
+        print(f"acfd export: {where}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    h, w = manifest["single_scale"]
+    anchors = manifest["anchors_per_scale"][f"{h}x{w}"]
+    print(f"wrote {args.out / ONNX_FILE} (preset {manifest['preset']}, opset {manifest['onnx']['opset']}, {anchors} anchors at {h}x{w})")
+    print(f"wrote {args.out / MANIFEST_FILE}")
+    if manifest["tensorrt"]:  # the builder has printed the equivalent trtexec command line
+        trt = manifest["tensorrt"]
+        print(f"wrote {args.out / trt['file']} (fp16={trt['fp16']}, max batch {trt['max_batch']}, {len(trt['profiles'])} profile(s))")
+    return 0
