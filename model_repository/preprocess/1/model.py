@@ -1,0 +1,83 @@
+"""Triton python model ``preprocess``: encoded image bytes -> network input at the three test scales.
+
+Per request: IMAGE uint8 ``[1, nbytes]`` -> ``SCALE_k`` float32 ``[1, 3, H_k, W_k]`` for each
+``(H_k, W_k)`` in the export manifest's ``test_scales`` (resized without keeping the aspect
+ratio, normalised by ``acfd.training.data.image_io``), and ``ORIGINAL_SIZE`` int32 ``[1, 2]``
+(height, width). Decoding is ``image_io.decode_image``: grayscale, RGBA and 16-bit are handled,
+too many pixels is refused from the header before decoding, OpenCV refuses truncated files. Empty,
+undecodable, truncated, too small or too large input, or more than one image in a request, gets an
+error response for that request only; the other requests of the batch are answered normally.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from acfd.training.data import image_io
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.max_pixels = int(params.get("max_pixels", image_io.MAX_PIXELS))
+        self.min_side = int(params.get("min_side", 1))
+        manifest_path = Path(args["model_repository"]) / args["model_version"] / "export.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{manifest_path}: no export manifest (serve a repository built by `acfd repo --export DIR --out REPO`)")
+        manifest = json.loads(manifest_path.read_text())
+        self.scales = [(int(h), int(w)) for h, w in manifest["test_scales"]]
+        outputs = sorted(o["name"] for o in config["output"] if o["name"].startswith("SCALE_"))
+        if len(outputs) != len(self.scales):
+            raise ValueError(f"{manifest_path}: {len(self.scales)} test scales, but the config has {len(outputs)} SCALE outputs")
+        norm = manifest["normalization"]
+        ours = {"channel_order": image_io.CHANNEL_ORDER, "mean": list(image_io.PIXEL_MEAN), "std": list(image_io.PIXEL_STD)}
+        theirs = {k: norm.get(k) for k in ours}
+        if not (theirs["channel_order"] == ours["channel_order"] and np.allclose(theirs["mean"], ours["mean"])
+                and np.allclose(theirs["std"], ours["std"])):
+            raise ValueError(f"{manifest_path}: normalization {theirs} differs from acfd.training.data.image_io {ours}")
+        # Warm-up: the first decode/resize pays for OpenCV's lazy initialisation, not a client.
+        ok, png = cv2.imencode(".png", np.full((64, 64, 3), 128, np.uint8))
+        self._prepare(png.reshape(1, -1))
+
+    def _prepare(self, data: np.ndarray) -> list[np.ndarray]:
+        if data.dtype != np.uint8:
+            raise image_io.ImageError(f"IMAGE must be UINT8 encoded bytes, got {data.dtype}")
+        if data.ndim != 2 or data.shape[0] != 1:
+            raise image_io.ImageError(f"IMAGE shape {list(data.shape)}: send one encoded image per request, shape [1, nbytes]")
+        buf = np.ascontiguousarray(data[0])
+        rgb = image_io.decode_image(buf, max_pixels=self.max_pixels, name="IMAGE")
+        height, width = rgb.shape[:2]
+        if min(height, width) < self.min_side:
+            raise image_io.ImageError(f"IMAGE: {width}x{height} image is smaller than {self.min_side} px on a side")
+        outputs = []
+        for h, w in self.scales:
+            resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+            outputs.append(image_io.normalize(resized)[None])
+        outputs.append(np.array([[height, width]], dtype=np.int32))
+        return outputs
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                arrays = self._prepare(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
+            except image_io.ImageError as err:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err))))
+                continue
+            except Exception as err:  # never let one request take the batch down
+                message = f"IMAGE: preprocessing failed ({type(err).__name__}: {err})"
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
+                continue
+            names = [f"SCALE_{k}" for k in range(len(self.scales))] + ["ORIGINAL_SIZE"]
+            tensors = [pb_utils.Tensor(name, array) for name, array in zip(names, arrays)]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+
+    def finalize(self) -> None:
+        pass
