@@ -178,6 +178,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.startup_s: float | None = None
         self._workdir: Path | None = None
+        self._shm_prefix: str | None = None
         self._log_path: Path | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._reader: threading.Thread | None = None
@@ -220,6 +221,7 @@ class TritonServer:
                 raise ServerError(f"{name} port {port} on {cfg.host} is in use (choose another with --{name.lower()}-port)")
         self.install = find_tritonserver()
         self._workdir = Path(tempfile.mkdtemp(prefix="acfd-tritonserver-"))
+        self._shm_prefix = f"acfd_{os.getpid()}_{self._workdir.name.rsplit('-', 1)[-1]}_"
         if self.install.stubs is not None:  # the wheel: a python backend made for this interpreter
             try:
                 backends = prepare_backend_dir(self.install, self._workdir / "backends")
@@ -244,6 +246,9 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={cfg.exit_timeout_s}",
             f"--log-verbose={cfg.log_verbose}",
+            # Our own prefix for the python backend's /dev/shm regions, so that _cleanup can remove
+            # what a crashed or killed server leaves behind (the backend only removes them on a clean exit).
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
         if backends is not None:
             command.insert(2, f"--backend-directory={backends}")
@@ -352,6 +357,9 @@ class TritonServer:
     def _cleanup(self) -> None:
         if self._workdir is None:
             return
+        if self._shm_prefix:
+            for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+                region.unlink(missing_ok=True)
         shutil.rmtree(self._workdir / "backends", ignore_errors=True)
         failed = self.process is not None and self.process.returncode not in (0, None, -signal.SIGTERM)
         if not (failed and self._log_path is not None and self._log_path.parent == self._workdir):
