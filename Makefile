@@ -1,8 +1,11 @@
 # Every target sets itself up first (scripts/setup.sh is quick when nothing changed).
-.PHONY: setup info test bench clean
+.PHONY: setup demo info test bench clean
 
 setup:
 	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/acfd demo
 
 info: setup
 	.venv/bin/acfd info --preset acfd51 --input 640x640
