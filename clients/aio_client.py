@@ -24,6 +24,7 @@ from acfd.clients.grpc_client import (
     DEFAULT_MODEL,
     DEFAULT_URL,
     ClientError,
+    ClientOptions,
     DetectOutcome,
     ImageLike,
     InputSpec,
@@ -31,7 +32,6 @@ from acfd.clients.grpc_client import (
     DetectTimeout,
     backoff_delay,
     build_request,
-    check_compression,
     encode_image,
     image_source,
     input_spec_from_config,
@@ -42,34 +42,12 @@ from acfd.clients.grpc_client import (
 )
 
 
-class AsyncDetectorClient:
+class AsyncDetectorClient(ClientOptions):
     """Coroutine client of one Triton Inference Server; use from a single event loop."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        model: str = DEFAULT_MODEL,
-        timeout_s: float = 30.0,
-        retries: int = 3,
-        backoff_s: float = 0.2,
-        compression: str | None = None,
-        min_score: float = 0.0,
-        cancel_on_timeout: bool = False,
-        drain_s: float = 30.0,
-    ):
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        self.url = url
-        self.model = model
-        self.timeout_s = float(timeout_s)
-        self.retries = int(retries)
-        self.backoff_s = float(backoff_s)
-        self.compression = check_compression(compression)
-        self.min_score = float(min_score)
-        self.cancel_on_timeout = bool(cancel_on_timeout)
-        self.drain_s = float(drain_s)
+    def __init__(self, url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, **options):
+        """``options``: as for ``DetectorClient`` (see ``ClientOptions``)."""
+        super().__init__(url, model, **options)
         self._client = None
         self._spec: InputSpec | None = None
         self._lock: asyncio.Lock | None = None

@@ -259,8 +259,8 @@ def check_compression(compression: str | None) -> str | None:
 
 
 # ---- the client ---------------------------------------------------------------------------------
-class DetectorClient:
-    """Blocking client; thread-safe (``detect_many`` shares one gRPC channel across threads)."""
+class ClientOptions:
+    """Settings shared by the blocking and the asyncio client (checked once, here)."""
 
     def __init__(
         self,
@@ -278,8 +278,6 @@ class DetectorClient:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        import tritonclient.grpc as grpcclient
-
         self.url = url
         self.model = model
         self.timeout_s = float(timeout_s)
@@ -289,6 +287,17 @@ class DetectorClient:
         self.min_score = float(min_score)
         self.cancel_on_timeout = bool(cancel_on_timeout)
         self.drain_s = float(drain_s)
+
+
+class DetectorClient(ClientOptions):
+    """Blocking client; thread-safe (``detect_many`` shares one gRPC channel across threads)."""
+
+    def __init__(self, url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, **options):
+        """``options``: ``timeout_s``, ``retries``, ``backoff_s``, ``compression``, ``min_score``,
+        ``cancel_on_timeout``, ``drain_s`` (see ``ClientOptions``)."""
+        super().__init__(url, model, **options)
+        import tritonclient.grpc as grpcclient
+
         self._client = grpcclient.InferenceServerClient(url)
         self._spec: InputSpec | None = None
         self._lock = threading.Lock()

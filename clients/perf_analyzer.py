@@ -24,6 +24,7 @@ Contract:
 
 from __future__ import annotations
 
+
 import base64
 import csv
 import importlib.metadata
@@ -36,6 +37,8 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from acfd.runtime_env import with_library_dirs
 
 INPUT_NAME = "IMAGE"
 LIBRARY_ADVICE = {
@@ -55,13 +58,7 @@ class PerfAnalyzerInstall:
     library_dirs: tuple[Path, ...]
 
     def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if base is None else base)
-        dirs = [str(p) for p in self.library_dirs]
-        if env.get("LD_LIBRARY_PATH"):
-            dirs.append(env["LD_LIBRARY_PATH"])
-        if dirs:
-            env["LD_LIBRARY_PATH"] = os.pathsep.join(dirs)
-        return env
+        return with_library_dirs(self.library_dirs, base)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
+from acfd.runtime_env import with_library_dirs
+
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 LOG_TAIL_LINES = 400
 
@@ -131,12 +133,7 @@ def prepare_backend_dir(install: TritonInstall, dest: Path, python_version: str 
 
 def server_environment(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the server: its libraries on ``LD_LIBRARY_PATH``, this venv's ``bin`` first on ``PATH``."""
-    env = dict(os.environ if base is None else base)
-    libs = [str(p) for p in install.library_dirs]
-    if env.get("LD_LIBRARY_PATH"):
-        libs.append(env["LD_LIBRARY_PATH"])
-    if libs:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    env = with_library_dirs(install.library_dirs, base)
     venv_bin = str(Path(sys.executable).parent)  # not resolved: a venv's python is a symlink
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")  # model prints reach the log at once
