@@ -9,15 +9,21 @@ A checkpoint is a ``torch.save``'d dict::
 
 ``save_checkpoint`` writes to a temporary file in the same folder, fsyncs it and renames it over
 the target, so a killed process never leaves a half-written checkpoint behind.
+
+A training checkpoint (``acfd train``) also holds ``optimizer``, ``scheduler``, ``scaler``,
+``epoch`` (epochs completed), ``iteration`` (optimizer steps done), ``rng`` (``capture_rng_state``)
+and ``best_ap``; ``read_training_state`` checks those are there before a resume.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from acfd.training.config import Preset
@@ -94,3 +100,34 @@ def load_model(path: str | Path, expect_preset: str | None = None, map_location:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: weights do not fit preset {preset.name!r} ({first})") from err
     return model, preset, payload
+
+
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "iteration", "rng")
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA, when present) generator states, for exact resumes."""
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_training_state(path: str | Path, preset_name: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint to resume training from: of ``preset_name``, with the full training state."""
+    payload = read_checkpoint(path, map_location)
+    saved = (payload.get("preset") or {}).get("name")
+    if saved != preset_name:
+        raise CheckpointError(f"{path}: checkpoint is a {saved!r} run, not {preset_name!r}")
+    missing = [key for key in TRAINING_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: no training state to resume from (lacks {missing}; an exported or foreign file?)")
+    return payload

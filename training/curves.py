@@ -1,0 +1,91 @@
+"""``RUN/metrics.csv``: its columns, an appending writer, a reader, and the loss / LR / mAP picture.
+
+One row per logging window (``kind=iter``: means over the last N iterations) and one per epoch
+(``kind=epoch``: the epoch's mean loss and, when validated, ``val_ap`` = mAP@0.5). ``iteration`` is
+the number of optimizer steps done when the row was written. Empty cells mean "not measured".
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+FIELDS = ("kind", "epoch", "iteration", "lr", "loss", "cls", "reg", "n1", "n2", "images_per_s", "val_ap", "elapsed_s")
+
+
+class MetricsWriter:
+    """Appends rows to ``metrics.csv``; on resume, drops rows written after the checkpoint's iteration."""
+
+    def __init__(self, path: str | Path, keep_until_iteration: int | None = None):
+        self.path = Path(path)
+        if keep_until_iteration is None or not self.path.is_file():
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(FIELDS)
+        else:
+            kept = [r for r in read_metrics(self.path) if int(r["iteration"] or 0) <= keep_until_iteration]
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=FIELDS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+    def write(self, **row: object) -> None:
+        unknown = set(row) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown metrics columns {sorted(unknown)}")
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([_cell(row.get(name)) for name in FIELDS])
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path:
+    """Training loss (total, cls, reg), learning rate and validation mAP@0.5 against iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_csv)
+    steps = [r for r in rows if r["kind"] == "iter"]
+    epochs = [r for r in rows if r["kind"] == "epoch" and r["val_ap"]]
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+    x = [int(r["iteration"]) for r in steps]
+    for name in ("loss", "cls", "reg"):
+        axes[0].plot(x, [_num(r[name]) for r in steps], label=name, linewidth=1)
+    axes[0].set_ylabel("training loss")
+    axes[0].legend(loc="upper right")
+    axes[0].grid(alpha=0.3)
+    axes[1].plot(x, [_num(r["lr"]) for r in steps], color="tab:purple", linewidth=1)
+    axes[1].set_ylabel("learning rate")
+    axes[1].grid(alpha=0.3)
+    if epochs:
+        axes[2].plot(
+            [int(r["iteration"]) for r in epochs], [100 * _num(r["val_ap"]) for r in epochs], marker="o", color="tab:green"
+        )
+    else:
+        axes[2].text(0.5, 0.5, "no validation set", ha="center", va="center", transform=axes[2].transAxes)
+    axes[2].set_ylabel("val mAP@0.5 (%)")
+    axes[2].set_xlabel("iteration")
+    axes[2].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _num(text: str) -> float:
+    return float(text) if text not in ("", None) else float("nan")

@@ -1,0 +1,126 @@
+"""Loss assembly of paper eq. (1)-(2): DAM labels, smooth-L1 regression, MBC focal classification.
+
+``DetectionLoss(cfg)(cls_logits, box_deltas, anchors, gt_boxes, gt_count) -> LossParts``
+
+1. The predicted boxes are decoded from the (detached) deltas: DAM's second step matches on what the
+   network regresses now, and no gradient flows through the matching.
+2. ``dam_match`` (kernels package) labels every anchor 0 (negative), 1 (psi1: matched by anchor IoU
+   >= T1) or 2 (psi2: compensated, its regressed box has IoU > T2 with a face) and names its face.
+3. Regression: smooth-L1 between the deltas and ``BoxCoder.encode(matched face, anchor)``, summed over
+   the 4 offsets, ``sum_psi1 / N1 + lambda_reg * sum_psi2 / N2``.
+4. Classification: ``mbc_focal_loss`` (kernels package), which applies the margin and the same
+   N1 / N2 / lambda_cls weighting.
+
+N1 and N2 count anchors over the whole batch (not per image); a zero count contributes nothing
+(the sum over an empty set is 0, divided by max(N, 1)). Everything is computed in float32, also
+under autocast. ``total = cls + reg``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from acfd.training.box_coder import BoxCoder
+from acfd.training.config import TrainConfig
+
+KERNEL_CHOICES = ("auto", "triton", "torch")
+PSI1, PSI2 = 1, 2
+
+
+@dataclass
+class LossParts:
+    """The loss and the parts a training log shows. ``total`` carries the gradient."""
+
+    total: torch.Tensor
+    cls: torch.Tensor
+    reg: torch.Tensor
+    n1: int
+    n2: int
+
+    def as_floats(self) -> dict[str, float]:
+        return {"loss": float(self.total.detach()), "cls": float(self.cls), "reg": float(self.reg), "n1": self.n1, "n2": self.n2}
+
+
+def regression_loss(
+    box_deltas: torch.Tensor,
+    target_deltas: torch.Tensor,
+    labels: torch.Tensor,
+    lambda_reg: float,
+    beta: float = 1.0,
+) -> tuple[torch.Tensor, int, int]:
+    """``sum_psi1 smoothL1 / N1 + lambda_reg * sum_psi2 smoothL1 / N2`` (eq. 1) and ``(N1, N2)``.
+
+    ``box_deltas`` and ``target_deltas`` are ``[B, A, 4]``, ``labels`` ``[B, A]`` with 1 = psi1,
+    2 = psi2; targets of other anchors are ignored (they must be finite).
+    """
+    psi1 = labels == PSI1
+    psi2 = labels == PSI2
+    n1, n2 = int(psi1.sum()), int(psi2.sum())
+    pos = psi1 | psi2
+    per_anchor = F.smooth_l1_loss(box_deltas[pos], target_deltas[pos], reduction="none", beta=beta).sum(-1)
+    pos_labels = labels[pos]
+    sum1 = per_anchor[pos_labels == PSI1].sum()
+    sum2 = per_anchor[pos_labels == PSI2].sum()
+    # an empty psi set sums to 0 and stays in the graph (zero gradient), so DDP sees every parameter
+    reg = sum1 / max(n1, 1) + lambda_reg * sum2 / max(n2, 1)
+    return reg, n1, n2
+
+
+class DetectionLoss:
+    """The training loss of one step; configured once from the preset's ``train`` section."""
+
+    def __init__(self, cfg: TrainConfig, kernels: str = "auto", box_coder: BoxCoder | None = None, beta: float = 1.0):
+        if kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, not {kernels!r}")
+        self.cfg = cfg
+        self.kernels = kernels
+        self.coder = box_coder or BoxCoder()
+        self.beta = beta
+
+    def __call__(
+        self,
+        cls_logits: torch.Tensor,
+        box_deltas: torch.Tensor,
+        anchors: torch.Tensor,
+        gt_boxes: torch.Tensor,
+        gt_count: torch.Tensor,
+    ) -> LossParts:
+        from acfd.kernels.dam_match import dam_match
+        from acfd.kernels.mbc_loss import mbc_focal_loss
+
+        cfg = self.cfg
+        cls_logits = cls_logits.float()
+        box_deltas = box_deltas.float()
+        anchors = anchors.float()
+        gt_boxes = gt_boxes.float()
+        with torch.no_grad():
+            pred_boxes = self.coder.decode(box_deltas.detach(), anchors)
+            match = dam_match(anchors, pred_boxes, gt_boxes, gt_count, cfg.t1, cfg.t2, impl=self.kernels)
+            labels = match.labels
+            target_deltas = self._targets(match.gt_index, gt_boxes, anchors)
+        reg, n1, n2 = regression_loss(box_deltas, target_deltas, labels, cfg.lambda_reg, self.beta)
+        cls = mbc_focal_loss(
+            cls_logits,
+            labels,
+            margin=cfg.margin,
+            alpha=cfg.focal_alpha,
+            gamma=cfg.focal_gamma,
+            lambda_cls=cfg.lambda_cls,
+            impl=self.kernels,
+        )
+        return LossParts(total=cls + reg, cls=cls.detach(), reg=reg.detach(), n1=n1, n2=n2)
+
+    def _targets(self, gt_index: torch.Tensor, gt_boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Encoded offsets ``[B, A, 4]`` of each anchor's matched face (negatives get a dummy box)."""
+        batch, num_anchors = gt_index.shape
+        if gt_boxes.shape[1] == 0:
+            return torch.zeros(batch, num_anchors, 4, device=anchors.device)
+        idx = gt_index.clamp(min=0).unsqueeze(-1).expand(batch, num_anchors, 4)
+        matched = torch.gather(gt_boxes, 1, idx)
+        # negatives point at face 0 (or a zero padding row): give them their anchor to stay finite
+        neg = (gt_index < 0).unsqueeze(-1)
+        matched = torch.where(neg, anchors.unsqueeze(0).expand_as(matched), matched)
+        return self.coder.encode(matched, anchors.unsqueeze(0))

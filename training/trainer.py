@@ -1,0 +1,409 @@
+"""The training loop: epochs of SGD on the DAM + MBC loss, validation, checkpoints, NaN stop.
+
+``train(opts) -> TrainResult`` runs one whole training (or continues one with ``opts.resume``). It
+is what ``acfd train`` calls, once per process under ``torchrun``.
+
+- Optimizer: SGD, momentum 0.9, weight decay 5e-4 on convolution weights only; BatchNorm weights
+  and all biases get no decay (they are scale/offset parameters that decay would pull to zero
+  without regularising capacity; this is the usual choice for detectors trained from scratch).
+- LR per iteration from ``acfd.training.lr_schedule`` (warm-up, ÷10 at milestone epochs).
+- ``opts.batch`` is the global batch: each of N ranks loads ``batch / N`` images.
+- Data order and augmentation are functions of (seed, epoch, index) only, and checkpoints are taken
+  at epoch ends with every RNG state, so a run resumed from ``last.pt`` ends with exactly the
+  weights of an uninterrupted one (CPU, workers 0 or more; GPU kernels may be non-deterministic).
+- Checkpoints (rank 0, atomic): ``last.pt`` every epoch, ``best.pt`` when the validation mAP@0.5
+  improves. A non-finite loss (on any rank) stops the run before the step is applied and before
+  anything is saved, so ``last.pt`` stays the last good state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from acfd.training import distributed as D
+from acfd.training.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    read_training_state,
+    restore_rng_state,
+    save_checkpoint,
+)
+from acfd.training.config import Preset, load_preset
+from acfd.training.curves import MetricsWriter, plot_curves
+from acfd.training.loss import DetectionLoss
+from acfd.training.lr_schedule import StepScheduler, build_schedule, scale_milestones
+
+
+class TrainError(RuntimeError):
+    """A problem the user can fix (bad data path, too few images, nothing to resume); one line."""
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str
+    preset: str = "tiny"
+    images: str | None = None
+    val: str | None = None
+    epochs: int | None = None  # None: the preset's
+    batch: int = 16  # global, all ranks together
+    resume: bool = False
+    device: str = "cpu"
+    workers: int = 0
+    amp: bool = False
+    lr_milestones: tuple[int, ...] | None = None  # None: the preset's, scaled to ``epochs``
+    seed: int = 0
+    kernels: str = "auto"
+    max_iters: int | None = None
+    eval_every: int = 1
+    size: int | None = None  # None: the preset's input_size
+    sync_bn: bool = False
+    log_every: int = 10
+    progress: bool = True
+    command: str | None = None  # recorded in RUN/command.txt (default: this process's argv)
+    inject_nan_at: int | None = None  # test hook: make the loss NaN at this iteration
+    on_epoch_end: Callable[[int], None] | None = None  # test hook: called with the epoch just saved
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done" or "nan"
+    epochs_done: int
+    iteration: int
+    best_ap: float | None
+    last_ap: float | None
+    message: str
+    model: torch.nn.Module
+
+
+def resolve_preset(opts: TrainOptions) -> Preset:
+    """The preset with this run's epochs, milestones and input size written in (what gets saved)."""
+    try:
+        preset = load_preset(opts.preset)
+    except ValueError as err:
+        raise TrainError(f"--preset: {err}") from err
+    t = preset.train
+    epochs = opts.epochs or t.epochs
+    milestones = opts.lr_milestones if opts.lr_milestones is not None else scale_milestones(t.lr_milestones, t.epochs, epochs)
+    size = opts.size or t.input_size
+    train_cfg = dataclasses.replace(t, epochs=epochs, lr_milestones=tuple(milestones), input_size=size)
+    inference = preset.inference
+    if size != t.input_size:  # validate at the size the run trains at
+        inference = dataclasses.replace(inference, single_scale=(size, size))
+    return dataclasses.replace(preset, train=train_cfg, inference=inference)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD with weight decay on conv weights only (1-D parameters: BN weights and biases, no decay)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(opts: TrainOptions) -> TrainResult:
+    from acfd.training.model import build_model
+
+    device_type = "cuda" if opts.device.startswith("cuda") else opts.device
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda: no CUDA device is available (use --device cpu)")
+    info = D.init_from_env(device_type)
+    try:
+        device = D.device_for(info, device_type)
+        out = Path(opts.out)
+        preset = resolve_preset(opts)
+        cfg = preset.train
+        if opts.batch < 1 or opts.batch % info.world_size:
+            raise TrainError(f"--batch {opts.batch} must be a positive multiple of the {info.world_size} processes")
+        if opts.sync_bn and info.enabled and device.type != "cuda":
+            raise TrainError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
+        last_path = out / "last.pt"
+        if opts.resume and not last_path.is_file():
+            raise TrainError(f"--resume: {last_path} does not exist (nothing to resume)")
+        if not opts.resume and last_path.is_file():
+            raise TrainError(f"{last_path} exists: add --resume to continue that run, or choose another --out")
+        payload = None
+        if opts.resume:
+            try:
+                payload = read_training_state(last_path, preset.name)
+            except CheckpointError as err:
+                raise TrainError(f"--resume: {err}") from err
+
+        train_set, val_set = _load_sets(opts, info)
+        seed_everything(opts.seed)
+        model = build_model(preset).to(device)
+        loader, sampler, dataset = _train_loader(train_set, opts, preset, info, device)
+        iters_per_epoch = len(loader)
+        if iters_per_epoch == 0:
+            raise TrainError(
+                f"{opts.data}: {len(dataset)} training images give no full batch of {opts.batch} "
+                f"({opts.batch // info.world_size} per process); lower --batch"
+            )
+        total_iters = cfg.epochs * iters_per_epoch
+        if opts.max_iters is not None:
+            total_iters = min(total_iters, opts.max_iters)
+        schedule = build_schedule(
+            cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
+            cfg.lr_milestones, iters_per_epoch, total_iters,
+        )
+        optimizer = make_optimizer(model, schedule.base_lr, cfg.momentum, cfg.weight_decay)
+        scheduler = StepScheduler(optimizer, schedule)
+        use_amp = bool(opts.amp and device.type == "cuda")
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        start_epoch, iteration, best_ap = 0, 0, None
+        if payload is not None:
+            try:
+                model.load_state_dict(payload["model"])
+                optimizer.load_state_dict(payload["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise TrainError(f"--resume: {last_path} does not fit this run ({str(err).splitlines()[0]})") from err
+            scheduler.load_state_dict(payload["scheduler"])
+            scaler.load_state_dict(payload["scaler"])
+            restore_rng_state(payload["rng"])
+            start_epoch, iteration, best_ap = payload["epoch"], payload["iteration"], payload.get("best_ap")
+        net = D.wrap_model(model, info, device, opts.sync_bn)
+        loss_fn = DetectionLoss(cfg, kernels=opts.kernels)
+
+        metrics = None
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_run_files(out, opts, preset, schedule, iters_per_epoch, total_iters, info)
+            metrics = MetricsWriter(out / "metrics.csv", keep_until_iteration=iteration if opts.resume else None)
+            if opts.amp and not use_amp:
+                print("acfd train: --amp needs a CUDA device; training in float32", file=sys.stderr)
+        tb = _tensorboard(out) if info.is_main else None
+
+        loop = _Loop(opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb)
+        last_ap = None
+        epoch = start_epoch
+        started = time.time()
+        while epoch < cfg.epochs and iteration < total_iters:
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            stopped, iteration, epoch_loss = loop.run_epoch(loader, epoch, iteration, total_iters, iters_per_epoch, started)
+            if stopped is not None:
+                if info.is_main:
+                    plot_curves(out / "metrics.csv", out / "curves.png", title=f"{preset.name}: {out.name} (stopped)")
+                D.barrier(info)
+                where = f"last good checkpoint: {last_path} (epoch {epoch})" if last_path.is_file() else "no checkpoint was saved yet"
+                message = f"loss is {stopped[1]} at iteration {stopped[0]} (epoch {epoch + 1}); training stopped, {where}"
+                return TrainResult("nan", epoch, stopped[0], best_ap, last_ap, message, model)
+            epoch += 1
+            D.average_buffers(model, info)
+            finished = epoch >= cfg.epochs or iteration >= total_iters
+            ap = None
+            if val_set is not None and (finished or epoch % max(1, opts.eval_every) == 0):
+                ap = _validate(model, val_set, preset, device, opts.progress and info.is_main) if info.is_main else None
+                last_ap = ap
+            if info.is_main:
+                metrics.write(kind="epoch", epoch=epoch, iteration=iteration, lr=scheduler.lr, loss=epoch_loss,
+                              val_ap=ap, elapsed_s=time.time() - started)
+                improved = ap is not None and (best_ap is None or ap > best_ap)
+                best_ap = ap if improved else best_ap
+                state = {
+                    "preset": preset.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                    "iteration": iteration, "rng": capture_rng_state(), "best_ap": best_ap, "val_ap": ap,
+                    "seed": opts.seed, "batch": opts.batch,
+                }
+                save_checkpoint(last_path, state)
+                if improved:
+                    save_checkpoint(out / "best.pt", state)
+                if tb is not None and ap is not None:
+                    tb.add_scalar("val/ap50", ap, iteration)
+            D.barrier(info)
+            if opts.on_epoch_end is not None:
+                opts.on_epoch_end(epoch)
+        if info.is_main:
+            plot_curves(out / "metrics.csv", out / "curves.png", title=f"{preset.name}: {out.name}")
+            if tb is not None:
+                tb.close()
+        message = f"trained {epoch} epoch{'' if epoch == 1 else 's'} ({iteration} iterations) in {time.time() - started:.0f} s; weights: {last_path}"
+        if best_ap is not None:
+            message += f"; best val mAP@0.5 {100 * best_ap:.2f}% ({out / 'best.pt'})"
+        return TrainResult("done", epoch, iteration, best_ap, last_ap, message, model)
+    finally:
+        D.shutdown(info)
+
+
+class _Loop:
+    """One epoch of steps; holds what every step needs."""
+
+    def __init__(self, opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb):
+        self.opts, self.preset, self.info, self.device = opts, preset, info, device
+        self.net, self.model, self.loss_fn = net, model, loss_fn
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.metrics, self.tb = metrics, tb
+        self._anchors: dict[tuple[int, int], torch.Tensor] = {}
+
+    def run_epoch(self, loader: DataLoader, epoch: int, iteration: int, total_iters: int, iters_per_epoch: int, started: float):
+        """Returns ``(stop, iteration, mean_loss)``; ``stop`` is ``(iteration, value)`` for a non-finite loss."""
+        opts, info = self.opts, self.info
+        self.net.train()
+        steps = min(iters_per_epoch, total_iters - iteration)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.preset.train.epochs}", unit="it",
+                   disable=not (opts.progress and info.is_main), dynamic_ncols=True, file=sys.stderr)
+        window: list[dict] = []
+        epoch_sum, epoch_n = 0.0, 0
+        tick = time.time()
+        for images, gt_boxes, gt_count in loader:
+            if iteration >= total_iters:
+                break
+            images = images.to(self.device, non_blocking=True)
+            gt_boxes, gt_count = gt_boxes.to(self.device), gt_count.to(self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+                logits, deltas = self.net(images)
+            parts = self.loss_fn(logits, deltas, self._anchors_for(images), gt_boxes, gt_count)
+            loss = parts.total
+            if opts.inject_nan_at is not None and iteration == opts.inject_nan_at:
+                loss = loss * float("nan")
+            reduced = D.all_reduce_mean(loss, info)
+            value = float(reduced)
+            if not math.isfinite(value):
+                bar.close()
+                return (iteration, value), iteration, None
+            lr = self.scheduler.lr
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            iteration += 1
+            now = time.time()
+            img_s = opts.batch / max(now - tick, 1e-9)
+            tick = now
+            window.append({"loss": value, "cls": float(parts.cls), "reg": float(parts.reg), "n1": parts.n1,
+                           "n2": parts.n2, "img_s": img_s, "lr": lr})
+            epoch_sum, epoch_n = epoch_sum + value, epoch_n + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{img_s:.1f}")
+            if len(window) >= opts.log_every or iteration >= total_iters or epoch_n == steps:
+                self._log(window, epoch, iteration, started)
+                window = []
+        bar.close()
+        return None, iteration, epoch_sum / max(epoch_n, 1)
+
+    def _anchors_for(self, images: torch.Tensor) -> torch.Tensor:
+        key = (images.shape[-2], images.shape[-1])
+        if key not in self._anchors:
+            self._anchors[key] = self.model.anchors(key[0], key[1], self.device)
+        return self._anchors[key]
+
+    def _log(self, window: list[dict], epoch: int, iteration: int, started: float) -> None:
+        if self.metrics is None or not window:
+            return
+        mean = {k: sum(w[k] for w in window) / len(window) for k in ("loss", "cls", "reg", "n1", "n2", "img_s")}
+        self.metrics.write(kind="iter", epoch=epoch + 1, iteration=iteration, lr=window[-1]["lr"], loss=mean["loss"],
+                           cls=mean["cls"], reg=mean["reg"], n1=mean["n1"], n2=mean["n2"],
+                           images_per_s=mean["img_s"], elapsed_s=time.time() - started)
+        if self.tb is not None:
+            for name in ("loss", "cls", "reg"):
+                self.tb.add_scalar(f"train/{name}", mean[name], iteration)
+            self.tb.add_scalar("train/lr", window[-1]["lr"], iteration)
+
+
+def _load_sets(opts: TrainOptions, info: D.DistInfo):
+    from acfd.training.data.annotations import load_detection_set
+
+    sets = []
+    for flag, path in (("--data", opts.data), ("--val", opts.val)):
+        if path is None:
+            sets.append(None)
+            continue
+        try:
+            loaded = load_detection_set(path, images_dir=opts.images)
+        except (OSError, ValueError) as err:
+            raise TrainError(f"{flag} {path}: {err}") from err
+        if info.is_main and loaded.problems:
+            first = loaded.problems[0]
+            print(f"acfd train: {path}: {len(loaded.problems)} problem(s) skipped, first: {first}", file=sys.stderr)
+        if not loaded.records:
+            raise TrainError(f"{flag} {path}: no usable images with annotations")
+        sets.append(loaded)
+    return sets[0], sets[1]
+
+
+def _augment_config(preset: Preset, size: int):
+    """Augmentation settings whose anchor-scale tiling targets the network's real anchor sides.
+
+    ``AugmentConfig.anchor_sizes`` are read as sides at a 640 input and scaled by ``size / 640``,
+    but the network's anchors are ``anchor_scale * stride`` pixels at every input size; pre-scaling
+    by ``640 / size`` cancels that (no change at 640), so at ``--size 128`` faces are still tiled
+    to 16..512-pixel anchors rather than to 3..102 pixels that no anchor matches.
+    """
+    from acfd.training.data.augment import AugmentConfig
+
+    sides = [preset.model.anchor_scale * s for s in preset.model.strides]
+    return AugmentConfig(size=size, anchor_sizes=tuple(a * 640.0 / size for a in sides))
+
+
+def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInfo, device: torch.device):
+    from acfd.training.data.dataset import DetectionDataset, collate
+
+    size = preset.train.input_size
+    dataset = DetectionDataset(train_set.records, train=True, size=size, seed=opts.seed,
+                               augment_config=_augment_config(preset, size))
+    sampler = D.train_sampler(dataset, info, opts.seed)
+    loader = DataLoader(
+        dataset, batch_size=opts.batch // info.world_size, sampler=sampler, num_workers=opts.workers,
+        collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    return loader, sampler, dataset
+
+
+def _validate(model: torch.nn.Module, val_set, preset: Preset, device: torch.device, progress: bool) -> float:
+    from acfd.training.evaluation.evaluate import evaluate
+    from acfd.training.model import Predictor
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            result = evaluate(Predictor(model).to(device), val_set, multiscale=False, cfg=preset.inference, progress=progress)
+    finally:
+        model.train(was_training)
+    return float(result["ap"])
+
+
+def _write_run_files(out: Path, opts: TrainOptions, preset: Preset, schedule, iters_per_epoch: int,
+                     total_iters: int, info: D.DistInfo) -> None:
+    """``command.txt`` (appended on every start, so resumes show) and the resolved ``config.yaml``."""
+    with (out / "command.txt").open("a") as f:
+        f.write((opts.command or shlex.join(sys.argv)) + "\n")
+    run = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if not f.name.startswith(("on_", "inject"))}
+    run.update(world_size=info.world_size, iters_per_epoch=iters_per_epoch, total_iters=total_iters,
+               lr=schedule.base_lr, warmup_iters=schedule.warmup_iters, lr_milestone_iters=schedule.milestones,
+               weight_decay_on="conv weights only (none on BatchNorm weights and biases)")
+    plain = json.loads(json.dumps({"preset": preset.to_dict(), "run": run}))  # tuples -> lists
+    (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
