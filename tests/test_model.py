@@ -15,7 +15,7 @@ from acfd.training.box_coder import BoxCoder
 from acfd.training.model import ACB, ACFD, Predictor, build_model
 from acfd.training.model.abifpn import FUSION_EPS, FusionNode
 from acfd.training.model.aosa import AOSA
-from acfd.training.model.head import flatten_levels
+from acfd.training.model.head import DetectionHead, flatten_levels
 
 STRIDES = (4, 8, 16, 32, 64, 128)
 
@@ -163,6 +163,33 @@ def test_whole_model_equal_before_and_after_fuse(preset, shape):
         again_logits, _ = model(x)
     assert sum(p.numel() for p in model.parameters()) == fused_params
     assert torch.equal(again_logits, fused_logits)
+
+
+def test_head_shares_kernels_but_normalises_each_level_on_its_own():
+    # Levels with very different statistics: a BatchNorm shared by the levels would normalise each
+    # with its own batch statistics in train mode but with a blend of all of them in eval mode.
+    torch.manual_seed(4)
+    head = DetectionHead(8, 8, depth=2, levels=3)
+    for m in head.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: one pass sets the statistics
+    features = [torch.randn(4, 8, 32, 32) * 3.0**i + 2.0 * i for i in range(3)]
+    with torch.no_grad():
+        train_cls, train_reg = head.train()(features)
+        eval_cls, eval_reg = head.eval()(features)
+    for got, expected in zip(eval_cls + eval_reg, train_cls + train_reg):
+        # running_var is the unbiased variance (n = 4096 values): agreement to ~1e-3, not exactly
+        assert float((got - expected).abs().max() / expected.abs().max()) < 1e-2
+    for branch in (head.cls_branch, head.reg_branch):
+        for per_level in branch.layers:
+            assert len(per_level) == 3
+            assert all(acb.square is per_level[0].square and acb.hor is per_level[0].hor for acb in per_level)
+            assert len({id(acb.square_bn) for acb in per_level}) == 3
+            means = [acb.square_bn.running_mean for acb in per_level]
+            assert not torch.allclose(means[0], means[2])
+    # parameters / state_dict hold each shared kernel once: 2 branches x 2 layers x 3 kernels + 2 outputs
+    assert sum(isinstance(m, nn.Conv2d) for m in head.modules()) == 14
+    assert sum(k.endswith(".square.weight") for k in head.state_dict()) == 4
 
 
 def test_backward_gives_finite_gradients_everywhere():

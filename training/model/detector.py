@@ -1,4 +1,5 @@
-"""The ACFD network (paper Fig. 1): VoVNetV3 backbone -> ABi-FPN -> shared anchor head.
+"""The ACFD network (paper Fig. 1): VoVNetV3 backbone -> ABi-FPN -> shared anchor head
+(shared convolutions, per-level BatchNorm: ``acfd.training.model.head``).
 
 ``build_model(preset)`` gives a freshly initialised ``ACFD``:
 
@@ -36,7 +37,7 @@ class ACFD(nn.Module):
         self.config = config
         self.backbone = VoVNetV3(config)
         self.neck = ABiFPN(self.backbone.out_channels, config.neck_channels, config.neck_repeats)
-        self.head = DetectionHead(config.neck_channels, config.head_channels, config.head_depth)
+        self.head = DetectionHead(config.neck_channels, config.head_channels, config.head_depth, len(config.strides))
 
     @property
     def strides(self) -> tuple[int, ...]:
