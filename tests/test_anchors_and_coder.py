@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -49,7 +50,9 @@ def test_presets_tiny_overrides_acfd51():
     assert paper.model.concat_channels == (256, 512, 768, 1024, 128, 128)
     assert paper.model.stage_repeats == (1, 1, 2, 2, 1, 1)
     assert tiny.model.strides == paper.model.strides
-    assert tiny.train == paper.train
+    # tiny differs from the paper only in the psi2 normaliser (stabler short CPU runs, see training/loss.py)
+    assert dataclasses.replace(tiny.train, psi2_norm=paper.train.psi2_norm) == paper.train
+    assert (paper.train.psi2_norm, tiny.train.psi2_norm) == ("n2", "max_n1_n2")
 
 
 def test_unknown_preset_is_a_clear_error():

@@ -168,3 +168,29 @@ def test_user_errors_are_one_line(scenes, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(base + ["--data", str(scenes / "small"), "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("psi2_norm,psi2_divisor", [("n2", 1.0), ("max_n1_n2", 2.0)])
+def test_psi2_normaliser_by_hand(psi2_norm, psi2_divisor):
+    import dataclasses
+    import math
+
+    from acfd.training.box_coder import BoxCoder
+    from acfd.training.config import TrainConfig
+    from acfd.training.loss import DetectionLoss
+
+    # A face at [0, 10]^2; anchors 0 and 1 overlap it (IoU 1 and 9/11: psi1), anchor 2 lies far away
+    # but regresses to the face shifted by 0.5 px (IoU 9.5/10.5 > T2: psi2). N1 = 2, N2 = 1.
+    anchors = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [40, 40, 50, 50]])
+    gt = torch.tensor([[[0.0, 0, 10, 10]]])
+    deltas = torch.zeros(1, 3, 4)
+    deltas[0, 2] = BoxCoder().encode(gt[0, 0], anchors[2]) + torch.tensor([0.5, 0, 0, 0])
+    cfg = dataclasses.replace(TrainConfig(), psi2_norm=psi2_norm)
+    parts = DetectionLoss(cfg, kernels="torch")(torch.zeros(1, 3), deltas, anchors, gt, torch.tensor([1]))
+    assert (parts.n1, parts.n2) == (2, 1)
+    # smooth-L1 (beta 1): anchor 1 has target dx = (5 - 6) / (10 * 0.1) = -1 -> 0.5; anchor 2: 0.5^2 / 2
+    assert float(parts.reg) == pytest.approx(0.5 / 2 + 0.7 * 0.125 / psi2_divisor, rel=1e-5)
+    # MBC focal at logit 0 for a positive: z = -0.2, p = sigmoid(z), 0.25 (1 - p)^2 (-log p); negatives: none
+    p = 1.0 / (1.0 + math.exp(0.2))
+    focal = 0.25 * (1 - p) ** 2 * -math.log(p)
+    assert float(parts.cls) == pytest.approx(2 * focal / 2 + 0.7 * focal / psi2_divisor, rel=1e-5)

@@ -54,6 +54,10 @@ class TrainConfig:
     margin: float = 0.2
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # psi2 normaliser of eq. (1)-(2): "n2" (the paper) or "max_n1_n2" (max(N1, N2): early in training
+    # a batch has N2 = 1..5 compensated anchors, each then weighted ~N1/N2 times a psi1 anchor, which
+    # makes gradient spikes; see acfd.training.loss)
+    psi2_norm: str = "n2"
 
 
 @dataclass(frozen=True)
