@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from acfd.atomic_file import publish
 from acfd.training.config import Preset
 
 FORMAT = "acfd-checkpoint"
@@ -50,7 +51,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 import acfd
+from acfd.atomic_file import publish
 from acfd.training.anchors import anchor_count
 from acfd.training.config import Preset
 from acfd.training.data import image_io
@@ -397,10 +398,7 @@ def _replaced_on_success(target: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; serving may run as another user
-        os.replace(tmp, target)
+        publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
