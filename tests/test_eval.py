@@ -110,3 +110,16 @@ def test_acfd_eval_user_errors_are_one_line(argv, needle, synth_dir, capsys):
     assert main(["eval", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_acfd_eval_at_named_scales(synth_dir, capsys):
+    argv = ["eval", "--preset", "tiny", "--data", str(synth_dir), "--limit", "1", "--no-progress", "--json"]
+    assert main(argv + ["--scales", "96x160"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["scales"] == [[96, 160]] and one["multiscale"] is False
+    assert main(argv + ["--scales", "96x160", "128X200"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert two["scales"] == [[96, 160], [128, 200]] and two["multiscale"] is True
+    with pytest.raises(SystemExit):
+        main(argv + ["--scales", "96by160"])
+    assert "'96by160' is not HEIGHTxWIDTH" in capsys.readouterr().err

@@ -194,3 +194,43 @@ def test_psi2_normaliser_by_hand(psi2_norm, psi2_divisor):
     p = 1.0 / (1.0 + math.exp(0.2))
     focal = 0.25 * (1 - p) ** 2 * -math.log(p)
     assert float(parts.cls) == pytest.approx(2 * focal / 2 + 0.7 * focal / psi2_divisor, rel=1e-5)
+
+
+def test_init_starts_from_the_default_weights_with_a_fresh_schedule(scenes, tmp_path, capsys):
+    from acfd.weights import DEFAULT_WEIGHTS
+
+    # one iteration at the warm-up's first LR (1e-6): the weights barely leave the default model's
+    run = train(_opts(scenes / "small", tmp_path / "ft", init=str(DEFAULT_WEIGHTS), epochs=1, max_iters=1,
+                      warmup_iters=5))
+    assert run.status == "done"
+    default = torch.load(DEFAULT_WEIGHTS, weights_only=False)["model"]
+    tuned = torch.load(tmp_path / "ft" / "last.pt", weights_only=False)
+    assert (tuned["epoch"], tuned["iteration"]) == (1, 1)  # a new run, not the default model's epoch count
+    for name, value in default.items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue  # train-mode BN updates its statistics whatever the LR
+        assert torch.allclose(tuned["model"][name], value, atol=1e-4), name
+    # a new schedule: the first LR is the warm-up's start
+    first = _rows(tmp_path / "ft" / "metrics.csv", "iter")[0]
+    assert float(first["lr"]) == pytest.approx(1e-6, rel=1e-3)
+
+    base = ["train", "--data", str(scenes / "small"), "--preset", "tiny", "--no-progress", "--batch", "4"]
+    assert main(base + ["--out", str(tmp_path / "a51"), "--preset", "acfd51", "--init", str(DEFAULT_WEIGHTS)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init" in err[0] and "do not fit preset 'acfd51'" in err[0]
+    assert main(base + ["--out", str(tmp_path / "x"), "--init", str(scenes / "small" / "annotations.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("acfd train: --init") and "not a readable checkpoint" in err
+
+
+def test_a_run_at_another_size_scales_its_test_scales():
+    from acfd.training.trainer import resolve_preset
+
+    paper = resolve_preset(TrainOptions(data="d", out="o", preset="tiny"))
+    assert paper.inference.single_scale == (640, 640)
+    assert paper.inference.test_scales == ((480, 645), (640, 860), (800, 1075))
+    small = resolve_preset(TrainOptions(data="d", out="o", preset="tiny", size=384))
+    assert small.train.input_size == 384
+    assert small.inference.single_scale == (384, 384)
+    assert small.inference.test_scales == ((288, 387), (384, 516), (480, 645))  # x 0.6, rounded half up
+    assert small.inference.nms_iou == paper.inference.nms_iou

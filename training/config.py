@@ -97,6 +97,27 @@ class Preset:
         )
 
 
+def inference_for_size(inference: InferenceConfig, size: int, preset_size: int) -> InferenceConfig:
+    """Test scales for a model trained at ``size`` instead of its preset's ``preset_size``.
+
+    The paper's scales (480x645, 640x860, 800x1075) bracket its 640 training size; a model trained
+    smaller sees its faces at other sizes relative to the anchors, so its scales shrink by the same
+    factor (``size / preset_size``, rounded half up), and the single scale becomes ``size x size``.
+    """
+    if size == preset_size:
+        return inference
+    f = size / preset_size
+
+    def scaled(v: int) -> int:
+        return max(1, int(v * f + 0.5))
+
+    return dataclasses.replace(
+        inference,
+        single_scale=(size, size),
+        test_scales=tuple((scaled(h), scaled(w)) for h, w in inference.test_scales),
+    )
+
+
 def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 

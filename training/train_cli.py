@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="global batch size (all processes together); LR scales with it")
     parser.add_argument("--out", required=True, help="run folder for checkpoints, metrics and curves")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--init", default=None, metavar="CKPT",
+                        help="start from this checkpoint's model weights (same preset), e.g. the default weights "
+                             "acfd/weights/acfd_tiny_icartoonface.pt, with a fresh optimizer and LR schedule")
+    parser.add_argument("--warmup-iters", type=int, default=None,
+                        help="LR warm-up iterations (None: the preset's 1,000, at most a fifth of a shorter run)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="None: cuda when available, else cpu")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes per training process")
     parser.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast + grad scaling) on CUDA")
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     opts = TrainOptions(
         data=args.data, out=args.out, preset=args.preset, images=args.images, val=args.val, epochs=args.epochs,
-        batch=args.batch, resume=args.resume, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        batch=args.batch, resume=args.resume, init=args.init, warmup_iters=args.warmup_iters, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         workers=args.workers, amp=args.amp, lr_milestones=tuple(args.lr_milestones) if args.lr_milestones else None,
         seed=args.seed, kernels=args.kernels, max_iters=args.max_iters, eval_every=args.eval_every, size=args.size,
         sync_bn=args.sync_bn, log_every=args.log_every, progress=not args.no_progress, inject_nan_at=args.inject_nan_at,
@@ -83,13 +88,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> str | None:
-    for flag, path in (("--data", args.data), ("--val", args.val), ("--images", args.images)):
+    for flag, path in (("--data", args.data), ("--val", args.val), ("--images", args.images), ("--init", args.init)):
         if path is not None and not os.path.exists(path):
             return f"{flag} {path}: no such file or folder"
     for flag in ("epochs", "batch", "eval_every", "log_every", "max_iters", "threads"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             return f"--{flag.replace('_', '-')} {value}: must be at least 1"
+    if args.warmup_iters is not None and args.warmup_iters < 0:
+        return f"--warmup-iters {args.warmup_iters}: must be 0 or more"
     if args.workers < 0:
         return f"--workers {args.workers}: must be 0 or more"
     if args.size is not None and args.size < 64:

@@ -39,11 +39,12 @@ from acfd.training import distributed as D
 from acfd.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
+    read_checkpoint,
     read_training_state,
     restore_rng_state,
     save_checkpoint,
 )
-from acfd.training.config import Preset, load_preset
+from acfd.training.config import Preset, inference_for_size, load_preset
 from acfd.training.curves import MetricsWriter, plot_curves
 from acfd.training.loss import DetectionLoss
 from acfd.training.lr_schedule import StepScheduler, build_schedule, scale_milestones
@@ -63,6 +64,8 @@ class TrainOptions:
     epochs: int | None = None  # None: the preset's
     batch: int = 16  # global, all ranks together
     resume: bool = False
+    init: str | None = None  # start from this checkpoint's model weights (fine-tuning); fresh optimizer and schedule
+    warmup_iters: int | None = None  # None: the preset's (1,000), shortened for short runs
     device: str = "cpu"
     workers: int = 0
     amp: bool = False
@@ -102,10 +105,27 @@ def resolve_preset(opts: TrainOptions) -> Preset:
     milestones = opts.lr_milestones if opts.lr_milestones is not None else scale_milestones(t.lr_milestones, t.epochs, epochs)
     size = opts.size or t.input_size
     train_cfg = dataclasses.replace(t, epochs=epochs, lr_milestones=tuple(milestones), input_size=size)
-    inference = preset.inference
-    if size != t.input_size:  # validate at the size the run trains at
-        inference = dataclasses.replace(inference, single_scale=(size, size))
+    inference = inference_for_size(preset.inference, size, t.input_size)  # validate at the size trained
     return dataclasses.replace(preset, train=train_cfg, inference=inference)
+
+
+def _load_init_weights(model: torch.nn.Module, path: str, preset_name: str) -> None:
+    """``--init``: the model weights of a checkpoint of the same preset; nothing else of its run."""
+    try:
+        payload = read_checkpoint(path)
+    except (CheckpointError, OSError) as err:
+        raise TrainError(f"--init: {err}") from err
+    if "model" not in payload:
+        raise TrainError(f"--init {path}: no model weights in this checkpoint")
+    saved = payload.get("preset", {})
+    saved_name = saved.get("name") if isinstance(saved, dict) else None
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, ValueError) as err:
+        raise TrainError(
+            f"--init {path}: weights of preset {saved_name!r} do not fit preset {preset_name!r} "
+            f"({str(err).splitlines()[0]})"
+        ) from err
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
@@ -150,9 +170,13 @@ def train(opts: TrainOptions) -> TrainResult:
             except CheckpointError as err:
                 raise TrainError(f"--resume: {err}") from err
 
+        if opts.init and opts.resume:
+            raise TrainError("--init and --resume exclude each other: --resume already restores the weights")
         train_set, val_set = _load_sets(opts, info)
         seed_everything(opts.seed)
         model = build_model(preset).to(device)
+        if opts.init:
+            _load_init_weights(model, opts.init, preset.name)
         loader, sampler, dataset = _train_loader(train_set, opts, preset, info, device)
         iters_per_epoch = len(loader)
         if iters_per_epoch == 0:
@@ -164,7 +188,8 @@ def train(opts: TrainOptions) -> TrainResult:
         if opts.max_iters is not None:
             total_iters = min(total_iters, opts.max_iters)
         schedule = build_schedule(
-            cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
+            cfg.base_lr, cfg.base_batch, opts.batch,
+            cfg.warmup_iters if opts.warmup_iters is None else opts.warmup_iters, cfg.warmup_start_lr,
             cfg.lr_milestones, iters_per_epoch, total_iters,
         )
         optimizer = make_optimizer(model, schedule.base_lr, cfg.momentum, cfg.weight_decay)

@@ -1,15 +1,18 @@
 """``acfd eval``: AP@0.5 of a checkpoint (or of a freshly initialised preset) on a data set.
 
-``acfd eval (--weights W | --preset NAME) --data PATH [--images DIR] [--multiscale] [--json [OUT]]
-[--plot pr.png] [--limit N] [--device cpu]`` prints a short report ending in ``mAP@0.5: 0.xxxx``;
+``acfd eval (--weights W | --preset NAME) --data PATH [--images DIR] [--multiscale | --scales HxW...]
+[--json [OUT]] [--plot pr.png] [--limit N] [--device cpu]`` prints a short report ending in ``mAP@0.5: 0.xxxx``;
 ``--json`` writes the numbers (AP, precision/recall curve, images, faces, s/img) as JSON to OUT or,
 without OUT, to stdout instead of the report; ``--plot`` writes the precision-recall curve as PNG.
+Single scale and ``--multiscale`` use the checkpoint's own scales (the paper's for a model trained at
+640; scaled with the training size otherwise); ``--scales`` names others, merged when several.
 ``--preset`` alone evaluates a freshly initialised (seeded) model: the floor a trained one must beat.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -35,6 +38,17 @@ def _iou(text: str) -> float:
     return value
 
 
+def _scale(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH in pixels (e.g. 384x516)") from None
+    if not (32 <= h <= 4096 and 32 <= w <= 4096):
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be 32 to 4096 pixels")
+    return h, w
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--weights", metavar="CKPT", help="checkpoint to evaluate (its preset comes with it)")
@@ -44,8 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--images", metavar="DIR", default=None, help="image folder, if not beside the annotations")
     parser.add_argument("--category", default=None, help="COCO category (name or id) when the file has several")
-    parser.add_argument(
-        "--multiscale", action="store_true", help="three test scales 480x645, 640x860, 800x1075 instead of 640x640"
+    scales = parser.add_mutually_exclusive_group()
+    scales.add_argument(
+        "--multiscale", action="store_true",
+        help="the checkpoint's three test scales (the paper's 480x645, 640x860, 800x1075 for a 640-trained model) "
+             "instead of its single scale",
+    )
+    scales.add_argument(
+        "--scales", type=_scale, nargs="+", default=None, metavar="HxW",
+        help="evaluate at these height x width scales instead (detections of several are merged before NMS)",
     )
     parser.add_argument(
         "--json", nargs="?", const="-", default=None, metavar="OUT",
@@ -133,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--data {data_path}: no usable images")
 
     predictor = Predictor(model).to(device).eval()
+    cfg = preset.inference
+    if args.scales:
+        cfg = dataclasses.replace(cfg, single_scale=args.scales[0], test_scales=tuple(args.scales))
     result = evaluate(
         predictor,
         detection_set,
-        multiscale=args.multiscale,
-        cfg=preset.inference,
+        multiscale=args.multiscale or len(args.scales or ()) > 1,
+        cfg=cfg,
         progress=not args.no_progress,
         limit=args.limit,
         batch_size=args.batch_size,
