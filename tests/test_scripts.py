@@ -1,0 +1,40 @@
+"""The helper scripts under scripts/ that produce shipped files (the embedded default weights)."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from acfd.training.checkpoint import load_model
+from acfd.weights import DEFAULT_WEIGHTS
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_package_weights_keeps_the_model_and_sets_scales_for_its_training_size(tmp_path, capsys):
+    package = _script("package_weights")
+    source = torch.load(DEFAULT_WEIGHTS, weights_only=False)
+    # a full training checkpoint at 256 whose preset still holds the paper's scales
+    full = dict(source, optimizer={"state": {}}, rng={"torch": torch.get_rng_state()})
+    full["preset"] = dict(full["preset"], train=dict(full["preset"]["train"], input_size=256),
+                          inference=dict(full["preset"]["inference"], single_scale=(256, 256),
+                                         test_scales=((480, 645), (640, 860), (800, 1075))))
+    torch.save(full, tmp_path / "best.pt")
+    assert package.main([str(tmp_path / "best.pt"), str(tmp_path / "w.pt")]) == 0
+    assert "test scales 192x258, 256x344, 320x430" in capsys.readouterr().out
+    shipped = torch.load(tmp_path / "w.pt", weights_only=False)
+    assert "optimizer" not in shipped and "rng" not in shipped
+    assert [list(s) for s in shipped["preset"]["inference"]["test_scales"]] == [[192, 258], [256, 344], [320, 430]]
+    model, preset, _ = load_model(tmp_path / "w.pt")
+    assert preset.train.input_size == 256 and preset.inference.single_scale == (256, 256)
+    for name, value in source["model"].items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert package.main([str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 1
+    assert "no such checkpoint file" in capsys.readouterr().err
