@@ -26,8 +26,9 @@ original pixels), ``server_ms``, ``in_process_ms``, ``in_process_faces``, ``labe
 Exit codes: 0 when the demo ran (an unreadable user image is reported in the summary and the others
 still go through); 1 with one line on stderr for a missing or bad checkpoint, an output folder that
 is not a demo folder, a server that cannot start (the server's own reason) or that dies; 130 on
-Ctrl-C. The default ``--min-score`` 0.3 is ``acfd detect``'s: the server keeps every box above the
-paper's 0.08 evaluation threshold (right for AP, which rewards recall), too many to look at.
+Ctrl-C. The default ``--min-score`` is ``acfd detect``'s, ``acfd.weights.DEFAULT_MIN_SCORE`` (0.5): the
+server keeps every box above the paper's 0.08 evaluation threshold (right for AP, which rewards
+recall), too many to look at.
 """
 
 from __future__ import annotations
@@ -44,11 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-from acfd.weights import DEFAULT_WEIGHTS
+from acfd.weights import DEFAULT_MIN_SCORE, DEFAULT_WEIGHTS
 
 DEFAULT_OUT = Path("acfd-demo")
 DEFAULT_SCENES = 6
-DEFAULT_MIN_SCORE = 0.3
 SCENE_SIZES = ((640, 384), (960, 540), (800, 450))  # (width, height), cycled: landscape cartoon frames
 MARKER = ".acfd-demo"  # marks a folder this command may clean and refill
 TABLE_ROWS = 20  # longer runs print the first rows; summary.json has all
