@@ -24,7 +24,6 @@ Contract:
 
 from __future__ import annotations
 
-
 import base64
 import csv
 import importlib.metadata

@@ -122,4 +122,4 @@ def test_acfd_eval_at_named_scales(synth_dir, capsys):
     assert two["scales"] == [[96, 160], [128, 200]] and two["multiscale"] is True
     with pytest.raises(SystemExit):
         main(argv + ["--scales", "96by160"])
-    assert "'96by160' is not HEIGHTxWIDTH" in capsys.readouterr().err
+    assert "--scales '96by160': expected HxW with two positive integers" in capsys.readouterr().err

@@ -221,6 +221,8 @@ def test_init_starts_from_the_default_weights_with_a_fresh_schedule(scenes, tmp_
     assert main(base + ["--out", str(tmp_path / "x"), "--init", str(scenes / "small" / "annotations.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("acfd train: --init") and "not a readable checkpoint" in err
+    assert main(base + ["--out", str(tmp_path / "ft"), "--init", str(DEFAULT_WEIGHTS), "--resume"]) == 2
+    assert "--init and --resume exclude each other" in capsys.readouterr().err
 
 
 def test_a_run_at_another_size_scales_its_test_scales():

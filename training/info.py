@@ -41,14 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"480x645"`` -> ``(480, 645)``; ``ValueError`` with a readable message otherwise."""
+def parse_size(text: str, flag: str = "--input") -> tuple[int, int]:
+    """``"480x645"`` -> ``(480, 645)``; ``ValueError`` naming ``flag`` with a readable message otherwise."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"--input {text!r}: expected HxW with two positive integers, e.g. 640x640")
+        raise ValueError(f"{flag} {text!r}: expected HxW with two positive integers, e.g. 640x640")
     height, width = int(parts[0]), int(parts[1])
     if height <= 0 or width <= 0:
-        raise ValueError(f"--input {text!r}: height and width must be positive")
+        raise ValueError(f"{flag} {text!r}: height and width must be positive")
     return height, width
 
 

@@ -104,7 +104,10 @@ def resolve_preset(opts: TrainOptions) -> Preset:
     epochs = opts.epochs or t.epochs
     milestones = opts.lr_milestones if opts.lr_milestones is not None else scale_milestones(t.lr_milestones, t.epochs, epochs)
     size = opts.size or t.input_size
-    train_cfg = dataclasses.replace(t, epochs=epochs, lr_milestones=tuple(milestones), input_size=size)
+    warmup = t.warmup_iters if opts.warmup_iters is None else opts.warmup_iters
+    train_cfg = dataclasses.replace(
+        t, epochs=epochs, lr_milestones=tuple(milestones), input_size=size, warmup_iters=warmup
+    )
     inference = inference_for_size(preset.inference, size, t.input_size)  # validate at the size trained
     return dataclasses.replace(preset, train=train_cfg, inference=inference)
 
@@ -113,7 +116,7 @@ def _load_init_weights(model: torch.nn.Module, path: str, preset_name: str) -> N
     """``--init``: the model weights of a checkpoint of the same preset; nothing else of its run."""
     try:
         payload = read_checkpoint(path)
-    except (CheckpointError, OSError) as err:
+    except CheckpointError as err:
         raise TrainError(f"--init: {err}") from err
     if "model" not in payload:
         raise TrainError(f"--init {path}: no model weights in this checkpoint")
@@ -158,6 +161,8 @@ def train(opts: TrainOptions) -> TrainResult:
             raise TrainError(f"--batch {opts.batch} must be a positive multiple of the {info.world_size} processes")
         if opts.sync_bn and info.enabled and device.type != "cuda":
             raise TrainError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
+        if opts.init and opts.resume:
+            raise TrainError("--init and --resume exclude each other: --resume already restores the weights")
         last_path = out / "last.pt"
         if opts.resume and not last_path.is_file():
             raise TrainError(f"--resume: {last_path} does not exist (nothing to resume)")
@@ -170,8 +175,6 @@ def train(opts: TrainOptions) -> TrainResult:
             except CheckpointError as err:
                 raise TrainError(f"--resume: {err}") from err
 
-        if opts.init and opts.resume:
-            raise TrainError("--init and --resume exclude each other: --resume already restores the weights")
         train_set, val_set = _load_sets(opts, info)
         seed_everything(opts.seed)
         model = build_model(preset).to(device)
@@ -188,8 +191,7 @@ def train(opts: TrainOptions) -> TrainResult:
         if opts.max_iters is not None:
             total_iters = min(total_iters, opts.max_iters)
         schedule = build_schedule(
-            cfg.base_lr, cfg.base_batch, opts.batch,
-            cfg.warmup_iters if opts.warmup_iters is None else opts.warmup_iters, cfg.warmup_start_lr,
+            cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
             cfg.lr_milestones, iters_per_epoch, total_iters,
         )
         optimizer = make_optimizer(model, schedule.base_lr, cfg.momentum, cfg.weight_decay)

@@ -39,11 +39,12 @@ def _iou(text: str) -> float:
 
 
 def _scale(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
+    from acfd.training.info import parse_size
+
     try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH in pixels (e.g. 384x516)") from None
+        h, w = parse_size(text, "--scales")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     if not (32 <= h <= 4096 and 32 <= w <= 4096):
         raise argparse.ArgumentTypeError(f"{text!r}: each side must be 32 to 4096 pixels")
     return h, w
