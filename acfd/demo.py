@@ -26,9 +26,10 @@ original pixels), ``server_ms``, ``in_process_ms``, ``in_process_faces``, ``labe
 Exit codes: 0 when the demo ran (an unreadable user image is reported in the summary and the others
 still go through); 1 with one line on stderr for a missing or bad checkpoint, an output folder that
 is not a demo folder, a server that cannot start (the server's own reason) or that dies; 130 on
-Ctrl-C. The default ``--min-score`` is ``acfd detect``'s, ``acfd.weights.DEFAULT_MIN_SCORE`` (0.5): the
-server keeps every box above the paper's 0.08 evaluation threshold (right for AP, which rewards
-recall), too many to look at.
+Ctrl-C. The default ``--min-score`` is the model's own display threshold (``InferenceConfig.
+display_threshold``, chosen at its best hold-out F1 and carried in the checkpoint and export
+manifest), as for ``acfd detect``: the server keeps every box above the paper's 0.08 evaluation
+threshold (right for AP, which rewards recall), too many to look at.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acfd.weights import DEFAULT_MIN_SCORE, DEFAULT_WEIGHTS
+from acfd.weights import DEFAULT_WEIGHTS
 
 DEFAULT_OUT = Path("acfd-demo")
 DEFAULT_SCENES = 6
@@ -84,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=int, default=DEFAULT_SCENES, metavar="N", help="generated cartoon scenes to send")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
     parser.add_argument(
-        "--min-score", type=float, default=DEFAULT_MIN_SCORE, metavar="S", help="draw and count detections scoring >= S"
+        "--min-score", type=float, default=None, metavar="S",
+        help="draw and count detections scoring >= S (default: the model's display threshold, chosen at its hold-out F1)"
     )
     parser.add_argument("--keep", action="store_true", help="keep DIR/export and DIR/repo (to `acfd serve` them later)")
 
@@ -120,6 +122,8 @@ def demo(args: argparse.Namespace, started: float) -> dict:
     if not items:
         raise DemoError("nothing to detect: give --scenes N > 0 or image files")
     preset = export_and_build(weights, out)
+    if args.min_score is None:
+        args.min_score = preset.inference.display_threshold
     server_info = serve_and_detect(out, items, args.min_score)
     time_in_process(weights, items, args.min_score)
     if not args.keep:
@@ -134,7 +138,7 @@ def demo(args: argparse.Namespace, started: float) -> dict:
 def check_arguments(args: argparse.Namespace) -> Path:
     if args.scenes < 0:
         raise DemoError(f"--scenes {args.scenes}: must be >= 0")
-    if not 0.0 <= args.min_score <= 1.0:
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
         raise DemoError(f"--min-score {args.min_score}: must be between 0 and 1")
     weights = Path(args.weights)
     if not weights.is_file():

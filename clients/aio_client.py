@@ -102,7 +102,7 @@ class AsyncDetectorClient(ClientOptions):
         started = time.perf_counter()
         result = await self._call(lambda: self._infer_once(inputs, outputs, timeout, source), source, timeout)
         latency = time.perf_counter() - started
-        return parse_result(result, source, self.min_score if min_score is None else min_score), latency
+        return parse_result(result, source, self.score_floor(spec, min_score)), latency
 
     async def stream(self, images: Iterable[ImageLike], concurrency: int = 4) -> AsyncIterator[DetectOutcome]:
         """One ``DetectOutcome`` per image, in input order, at most ``concurrency`` requests in flight."""

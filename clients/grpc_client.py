@@ -100,9 +100,16 @@ class InputSpec:
     """How a request for the model must be shaped (from its config)."""
 
     batched: bool  # max_batch_size > 0: a leading batch axis of 1
+    # the served model's own display threshold: the ensemble config's parameter "display_threshold",
+    # written by `acfd repo` from the export manifest (None when the server does not say)
+    display_threshold: float | None = None
 
     def shape(self, nbytes: int) -> list[int]:
         return [1, nbytes] if self.batched else [nbytes]
+
+
+# ``min_score=None`` against a server that does not publish its model's display threshold
+FALLBACK_MIN_SCORE = 0.5
 
 
 # ---- shared helpers (sync and asyncio clients) --------------------------------------------------
@@ -172,7 +179,12 @@ def input_spec_from_config(config: dict, model: str, url: str) -> InputSpec:
     missing = {BOXES_NAME, SCORES_NAME} - outputs
     if missing:
         raise ModelNotReady(f"model {model!r} at {url} lacks outputs {sorted(missing)}: not the ACFD ensemble")
-    return InputSpec(batched=int(config.get("max_batch_size", 0) or 0) > 0)
+    raw = (config.get("parameters") or {}).get("display_threshold", {}).get("string_value")
+    try:
+        threshold = float(raw) if raw is not None else None
+    except ValueError:
+        threshold = None
+    return InputSpec(batched=int(config.get("max_batch_size", 0) or 0) > 0, display_threshold=threshold)
 
 
 def build_request(data: bytes, spec: InputSpec) -> tuple[list, list]:
@@ -270,7 +282,7 @@ class ClientOptions:
         retries: int = 3,
         backoff_s: float = 0.2,
         compression: str | None = None,
-        min_score: float = 0.0,
+        min_score: float | None = 0.0,
         cancel_on_timeout: bool = False,
         drain_s: float = 30.0,
     ):
@@ -284,9 +296,18 @@ class ClientOptions:
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
         self.compression = check_compression(compression)
-        self.min_score = float(min_score)
+        self.min_score = None if min_score is None else float(min_score)
         self.cancel_on_timeout = bool(cancel_on_timeout)
         self.drain_s = float(drain_s)
+
+    def score_floor(self, spec: InputSpec, override: float | None = None) -> float:
+        """The score detections must reach: ``override``, else ``min_score``, else (``min_score=None``)
+        the served model's display threshold, else ``FALLBACK_MIN_SCORE``."""
+        if override is not None:
+            return float(override)
+        if self.min_score is not None:
+            return self.min_score
+        return spec.display_threshold if spec.display_threshold is not None else FALLBACK_MIN_SCORE
 
 
 class DetectorClient(ClientOptions):
@@ -349,7 +370,7 @@ class DetectorClient(ClientOptions):
         started = time.perf_counter()
         result = self._call(lambda: self._infer_once(inputs, outputs, timeout, source), source, timeout)
         latency = time.perf_counter() - started
-        return parse_result(result, source, self.min_score if min_score is None else min_score), latency
+        return parse_result(result, source, self.score_floor(spec, min_score)), latency
 
     def stream(self, images: Iterable[ImageLike], concurrency: int = 4) -> Iterator[DetectOutcome]:
         """One ``DetectOutcome`` per image, in input order, at most ``concurrency`` requests in flight."""

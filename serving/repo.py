@@ -101,7 +101,25 @@ def build_repository(export_dir: str | Path, out: str | Path, target: str = "cpu
         (detector / "config.pbtxt").write_text(_MAX_BATCH.sub(f"max_batch_size: {engine_batch}", config, count=1))
         shutil.copy2(artefact, detector / "1" / "model.plan")
     _limit_ensemble_batch(out)
+    _publish_display_threshold(out, manifest)
     return out
+
+
+def _publish_display_threshold(out: Path, manifest: dict) -> None:
+    """The model's display threshold as the ensemble's config parameter ``display_threshold``, which
+    clients read with the model config (``InputSpec.display_threshold``); absent in old manifests."""
+    value = (manifest.get("postprocess") or {}).get("display_threshold")
+    if value is None:
+        return
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise RepoError(f"export manifest: postprocess.display_threshold {value!r} is not a number") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise RepoError(f"export manifest: postprocess.display_threshold {threshold} is outside [0, 1]")
+    ensemble = out / "acfd" / "config.pbtxt"
+    text = ensemble.read_text().rstrip("\n")
+    ensemble.write_text(text + f'\nparameters {{ key: "display_threshold" value {{ string_value: "{threshold:g}" }} }}\n')
 
 
 def max_batch_size(config_text: str) -> int:

@@ -375,6 +375,20 @@ def test_request_shape_follows_max_batch_size():
         input_spec_from_config(config, "acfd", "u")
 
 
+def test_the_served_display_threshold_is_the_default_score_floor():
+    config = {"config": {"max_batch_size": 8, "input": [{"name": "IMAGE", "data_type": "TYPE_UINT8"}],
+                         "output": [{"name": "BOXES"}, {"name": "SCORES"}],
+                         "parameters": {"display_threshold": {"string_value": "0.42"}}}}
+    spec = input_spec_from_config(config, "acfd", "u")
+    assert spec == InputSpec(batched=True, display_threshold=0.42)
+    client = DetectorClient("127.0.0.1:1", min_score=None)
+    assert client.score_floor(spec) == 0.42  # the model's own
+    assert client.score_floor(spec, override=0.1) == 0.1  # a call's own
+    assert client.score_floor(InputSpec(batched=True)) == 0.5  # a server that does not say
+    assert DetectorClient("127.0.0.1:1", min_score=0.3).score_floor(spec) == 0.3
+    assert DetectorClient("127.0.0.1:1").score_floor(spec) == 0.0  # the library default: everything
+
+
 def test_detections_from_arrays_sorts_and_filters():
     boxes = np.array([[[0, 0, 10, 10], [5, 5, 20, 30], [1, 2, 3, 4]]], np.float32)  # [1, N, 4]
     scores = np.array([[0.2, 0.9, 0.05]], np.float32)

@@ -136,7 +136,8 @@ def test_manifest_values(exported):
     assert manifest["strides"] == list(STRIDES)
     assert manifest["anchors_per_scale"]["640x640"] == 34125  # DESIGN.md: 34,125 anchors at 640 x 640
     assert manifest["anchors_per_scale"] == {f"{h}x{w}": expected_anchor_count(h, w) for h, w in SCALES}
-    assert manifest["postprocess"] == {"score_threshold": 0.08, "pre_nms_topk": 1000, "nms_iou": 0.55, "max_detections": 100}
+    assert manifest["postprocess"] == {"score_threshold": 0.08, "pre_nms_topk": 1000, "nms_iou": 0.55, "max_detections": 100,
+                                       "display_threshold": 0.5}
     assert manifest["tensorrt"] is None
 
 
@@ -263,3 +264,23 @@ def test_output_folder_is_a_file(exported, tmp_path, capsys):
     blocker.write_text("not a folder")
     rc, lines = _export_cli(capsys, "--weights", str(exported["weights"]), "--out", str(blocker))
     _assert_one_line(rc, lines, str(blocker))
+
+
+def test_repository_publishes_the_display_threshold(exported, tmp_path):
+    """The manifest's display threshold becomes the ensemble's config parameter that clients read."""
+    import shutil
+
+    from acfd.serving.repo import RepoError, build_repository
+
+    export = tmp_path / "e"
+    shutil.copytree(exported["out"], export)
+    manifest = json.loads((export / "export.json").read_text())
+    manifest["postprocess"]["display_threshold"] = 0.37
+    (export / "export.json").write_text(json.dumps(manifest))
+    repo = build_repository(export, tmp_path / "repo")
+    text = (repo / "acfd" / "config.pbtxt").read_text()
+    assert text.count('key: "display_threshold"') == 1 and 'string_value: "0.37"' in text
+    manifest["postprocess"]["display_threshold"] = 7
+    (export / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(RepoError, match="display_threshold 7.0 is outside"):
+        build_repository(export, tmp_path / "repo2")

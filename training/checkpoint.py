@@ -103,7 +103,7 @@ def load_model(path: str | Path, expect_preset: str | None = None, map_location:
     return model, preset, payload
 
 
-TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "iteration", "rng")
+TRAINING_KEYS = ("train_model", "ema_updates", "optimizer", "scheduler", "scaler", "epoch", "iteration", "rng")
 
 
 def capture_rng_state() -> dict[str, Any]:

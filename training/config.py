@@ -58,6 +58,19 @@ class TrainConfig:
     # a batch has N2 = 1..5 compensated anchors, each then weighted ~N1/N2 times a psi1 anchor, which
     # makes gradient spikes; see acfd.training.loss)
     psi2_norm: str = "n2"
+    # Recipe additions beyond the paper (issue 13; acfd.training.ema, acfd.training.data.mosaic):
+    ema_decay: float = 0.998  # weight EMA validated, saved and exported; 0 turns it off
+    ema_tau: float = 400.0  # EMA decay ramp, in iterations: decay * (1 - exp(-k / tau))
+    mosaic_prob: float = 0.0  # share of training samples built as 4-image mosaics
+    mosaic_off_epochs: int = 0  # the last N epochs train without mosaic
+    multiscale: tuple[float, ...] = ()  # input side per batch drawn from input_size * these (x32); () fixed
+
+
+def train_sizes(cfg: TrainConfig) -> tuple[int, ...]:
+    """The input sides a run trains at: ``input_size``, or its ``multiscale`` multiples rounded to x32."""
+    if not cfg.multiscale:
+        return (cfg.input_size,)
+    return tuple(sorted({max(32, int(round(cfg.input_size * f / 32)) * 32) for f in cfg.multiscale}))
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,10 @@ class InferenceConfig:
     pre_nms_topk: int = 1000  # per scale
     nms_iou: float = 0.55
     max_detections: int = 100
+    # Score from which `acfd detect`, `acfd demo` and the clients show a detection (the server keeps
+    # everything above score_threshold, which AP needs). A trained model carries its own, chosen at
+    # its best F1 on a hold-out (scripts/package_weights.py --threshold-from).
+    display_threshold: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,7 @@ def build_manifest(
             "pre_nms_topk": inference.pre_nms_topk,
             "nms_iou": inference.nms_iou,
             "max_detections": inference.max_detections,
+            "display_threshold": inference.display_threshold,  # what clients show by default
         },
         "tensorrt": tensorrt,
     }

@@ -15,6 +15,7 @@ import os
 import sys
 
 from acfd.training.loss import KERNEL_CHOICES
+from acfd.training.precision import CHOICES as PRECISIONS
 
 EXIT_USAGE = 2
 EXIT_NAN = 3
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LR warm-up iterations (None: the preset's 1,000, at most a fifth of a shorter run)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="None: cuda when available, else cpu")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes per training process")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast + grad scaling) on CUDA")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="forward-pass precision: auto = bf16 on a CPU with AVX512-BF16/AMX (else fp32), bf16 on "
+                             "CUDA where supported (else fp16 with grad scaling); weights and losses stay fp32")
     parser.add_argument("--lr-milestones", type=int, nargs="+", default=None, metavar="EPOCH",
                         help="epochs at which the LR is divided by 10 (None: the preset's 200 250 280 of 300, "
                              "scaled to --epochs, rounded half up)")
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     opts = TrainOptions(
         data=args.data, out=args.out, preset=args.preset, images=args.images, val=args.val, epochs=args.epochs,
         batch=args.batch, resume=args.resume, init=args.init, warmup_iters=args.warmup_iters, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        workers=args.workers, amp=args.amp, lr_milestones=tuple(args.lr_milestones) if args.lr_milestones else None,
+        workers=args.workers, precision=args.precision, lr_milestones=tuple(args.lr_milestones) if args.lr_milestones else None,
         seed=args.seed, kernels=args.kernels, max_iters=args.max_iters, eval_every=args.eval_every, size=args.size,
         sync_bn=args.sync_bn, log_every=args.log_every, progress=not args.no_progress, inject_nan_at=args.inject_nan_at,
     )

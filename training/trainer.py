@@ -11,6 +11,11 @@ is what ``acfd train`` calls, once per process under ``torchrun``.
 - Data order and augmentation are functions of (seed, epoch, index) only, and checkpoints are taken
   at epoch ends with every RNG state, so a run resumed from ``last.pt`` ends with exactly the
   weights of an uninterrupted one (CPU, workers 0 or more; GPU kernels may be non-deterministic).
+- Precision (``acfd.training.precision``): the forward pass under bf16/fp16 autocast or fp32, the
+  model and its inputs channels-last; weights, optimizer, matching and losses float32.
+- Weight EMA (``acfd.training.ema``): validation, ``best.pt`` and export use the averaged weights.
+  Every checkpoint's ``model`` is the EMA (what to use); ``train_model`` holds the raw weights and
+  ``ema_updates`` the average's step count, for resuming.
 - Checkpoints (rank 0, atomic): ``last.pt`` every epoch, ``best.pt`` when the validation mAP@0.5
   improves. A non-finite loss (on any rank) stops the run before the step is applied and before
   anything is saved, so ``last.pt`` stays the last good state.
@@ -44,10 +49,12 @@ from acfd.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from acfd.training.config import Preset, inference_for_size, load_preset
+from acfd.training.config import Preset, inference_for_size, load_preset, train_sizes
 from acfd.training.curves import MetricsWriter, plot_curves
+from acfd.training.ema import ModelEMA
 from acfd.training.loss import DetectionLoss
 from acfd.training.lr_schedule import StepScheduler, build_schedule, scale_milestones
+from acfd.training.precision import PrecisionError, resolve_precision
 
 
 class TrainError(RuntimeError):
@@ -68,7 +75,7 @@ class TrainOptions:
     warmup_iters: int | None = None  # None: the preset's (1,000), shortened for short runs
     device: str = "cpu"
     workers: int = 0
-    amp: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (acfd.training.precision)
     lr_milestones: tuple[int, ...] | None = None  # None: the preset's, scaled to ``epochs``
     seed: int = 0
     kernels: str = "auto"
@@ -91,7 +98,8 @@ class TrainResult:
     best_ap: float | None
     last_ap: float | None
     message: str
-    model: torch.nn.Module
+    model: torch.nn.Module  # the weights to use: the EMA when it is on
+    rng: dict | None = None  # RNG states at the end (capture_rng_state), for the exact-resume test
 
 
 def resolve_preset(opts: TrainOptions) -> Preset:
@@ -175,11 +183,17 @@ def train(opts: TrainOptions) -> TrainResult:
             except CheckpointError as err:
                 raise TrainError(f"--resume: {err}") from err
 
+        try:
+            precision = resolve_precision(opts.precision, device.type)
+        except PrecisionError as err:
+            raise TrainError(str(err)) from err
         train_set, val_set = _load_sets(opts, info)
         seed_everything(opts.seed)
         model = build_model(preset).to(device)
         if opts.init:
             _load_init_weights(model, opts.init, preset.name)
+        model = model.to(memory_format=torch.channels_last)
+        ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
         loader, sampler, dataset = _train_loader(train_set, opts, preset, info, device)
         iters_per_epoch = len(loader)
         if iters_per_epoch == 0:
@@ -196,13 +210,13 @@ def train(opts: TrainOptions) -> TrainResult:
         )
         optimizer = make_optimizer(model, schedule.base_lr, cfg.momentum, cfg.weight_decay)
         scheduler = StepScheduler(optimizer, schedule)
-        use_amp = bool(opts.amp and device.type == "cuda")
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaling)
 
         start_epoch, iteration, best_ap = 0, 0, None
         if payload is not None:
             try:
-                model.load_state_dict(payload["model"])
+                model.load_state_dict(payload["train_model"])
+                ema.load_state_dict({"model": payload["model"], "updates": payload["ema_updates"]})
                 optimizer.load_state_dict(payload["optimizer"])
             except (RuntimeError, ValueError, KeyError) as err:
                 raise TrainError(f"--resume: {last_path} does not fit this run ({str(err).splitlines()[0]})") from err
@@ -216,13 +230,14 @@ def train(opts: TrainOptions) -> TrainResult:
         metrics = None
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            _write_run_files(out, opts, preset, schedule, iters_per_epoch, total_iters, info)
+            _write_run_files(out, opts, preset, schedule, iters_per_epoch, total_iters, info, precision.name)
             metrics = MetricsWriter(out / "metrics.csv", keep_until_iteration=iteration if opts.resume else None)
-            if opts.amp and not use_amp:
-                print("acfd train: --amp needs a CUDA device; training in float32", file=sys.stderr)
+            if precision.note:
+                print(f"acfd train: {precision.note}", file=sys.stderr)
         tb = _tensorboard(out) if info.is_main else None
 
-        loop = _Loop(opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb)
+        loop = _Loop(opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb,
+                     precision, ema)
         last_ap = None
         epoch = start_epoch
         started = time.time()
@@ -236,13 +251,14 @@ def train(opts: TrainOptions) -> TrainResult:
                 D.barrier(info)
                 where = f"last good checkpoint: {last_path} (epoch {epoch})" if last_path.is_file() else "no checkpoint was saved yet"
                 message = f"loss is {stopped[1]} at iteration {stopped[0]} (epoch {epoch + 1}); training stopped, {where}"
-                return TrainResult("nan", epoch, stopped[0], best_ap, last_ap, message, model)
+                return TrainResult("nan", epoch, stopped[0], best_ap, last_ap, message, ema.module, capture_rng_state())
             epoch += 1
             D.average_buffers(model, info)
+            D.average_buffers(ema.module, info)  # its BN statistics absorbed each rank's own
             finished = epoch >= cfg.epochs or iteration >= total_iters
             ap = None
             if val_set is not None and (finished or epoch % max(1, opts.eval_every) == 0):
-                ap = _validate(model, val_set, preset, device, opts.progress and info.is_main) if info.is_main else None
+                ap = _validate(ema.module, val_set, preset, device, opts.progress and info.is_main) if info.is_main else None
                 last_ap = ap
             if info.is_main:
                 metrics.write(kind="epoch", epoch=epoch, iteration=iteration, lr=scheduler.lr, loss=epoch_loss,
@@ -250,7 +266,8 @@ def train(opts: TrainOptions) -> TrainResult:
                 improved = ap is not None and (best_ap is None or ap > best_ap)
                 best_ap = ap if improved else best_ap
                 state = {
-                    "preset": preset.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "preset": preset.to_dict(), "model": _plain(ema.module.state_dict()),
+                    "train_model": _plain(model.state_dict()), "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                     "iteration": iteration, "rng": capture_rng_state(), "best_ap": best_ap, "val_ap": ap,
                     "seed": opts.seed, "batch": opts.batch,
@@ -270,7 +287,7 @@ def train(opts: TrainOptions) -> TrainResult:
         message = f"trained {epoch} epoch{'' if epoch == 1 else 's'} ({iteration} iterations) in {time.time() - started:.0f} s; weights: {last_path}"
         if best_ap is not None:
             message += f"; best val mAP@0.5 {100 * best_ap:.2f}% ({out / 'best.pt'})"
-        return TrainResult("done", epoch, iteration, best_ap, last_ap, message, model)
+        return TrainResult("done", epoch, iteration, best_ap, last_ap, message, ema.module, capture_rng_state())
     finally:
         D.shutdown(info)
 
@@ -278,11 +295,13 @@ def train(opts: TrainOptions) -> TrainResult:
 class _Loop:
     """One epoch of steps; holds what every step needs."""
 
-    def __init__(self, opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb):
+    def __init__(self, opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb,
+                 precision, ema):
         self.opts, self.preset, self.info, self.device = opts, preset, info, device
         self.net, self.model, self.loss_fn = net, model, loss_fn
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.metrics, self.tb = metrics, tb
+        self.precision, self.ema = precision, ema
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
 
     def run_epoch(self, loader: DataLoader, epoch: int, iteration: int, total_iters: int, iters_per_epoch: int, started: float):
@@ -298,9 +317,9 @@ class _Loop:
         for images, gt_boxes, gt_count in loader:
             if iteration >= total_iters:
                 break
-            images = images.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             gt_boxes, gt_count = gt_boxes.to(self.device), gt_count.to(self.device)
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            with self.precision.autocast():
                 logits, deltas = self.net(images)
             parts = self.loss_fn(logits, deltas, self._anchors_for(images), gt_boxes, gt_count)
             loss = parts.total
@@ -316,6 +335,7 @@ class _Loop:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.ema.update(self.model)
             self.scheduler.step()
             iteration += 1
             now = time.time()
@@ -387,18 +407,21 @@ def _augment_config(preset: Preset, size: int):
 
 
 def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInfo, device: torch.device):
-    from acfd.training.data.dataset import DetectionDataset, collate
+    from acfd.training.data.dataset import DetectionDataset, MultiScaleBatches, collate
 
-    size = preset.train.input_size
+    cfg = preset.train
+    size = cfg.input_size
     dataset = DetectionDataset(train_set.records, train=True, size=size, seed=opts.seed,
-                               augment_config=_augment_config(preset, size))
-    sampler = D.train_sampler(dataset, info, opts.seed)
+                               augment_config=_augment_config(preset, size), mosaic_prob=cfg.mosaic_prob,
+                               mosaic_epochs=cfg.epochs - cfg.mosaic_off_epochs)
+    batches = MultiScaleBatches(D.train_sampler(dataset, info, opts.seed), opts.batch // info.world_size,
+                                train_sizes(cfg), opts.seed)
     loader = DataLoader(
-        dataset, batch_size=opts.batch // info.world_size, sampler=sampler, num_workers=opts.workers,
-        collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
+        dataset, batch_sampler=batches, num_workers=opts.workers,
+        collate_fn=collate, pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    return loader, sampler, dataset
+    return loader, batches, dataset
 
 
 def _validate(model: torch.nn.Module, val_set, preset: Preset, device: torch.device, progress: bool) -> float:
@@ -415,13 +438,18 @@ def _validate(model: torch.nn.Module, val_set, preset: Preset, device: torch.dev
     return float(result["ap"])
 
 
+def _plain(state: dict) -> dict:
+    """A state dict in the standard (contiguous) layout, so checkpoints do not depend on channels-last."""
+    return {k: v.contiguous() for k, v in state.items()}
+
+
 def _write_run_files(out: Path, opts: TrainOptions, preset: Preset, schedule, iters_per_epoch: int,
-                     total_iters: int, info: D.DistInfo) -> None:
+                     total_iters: int, info: D.DistInfo, precision: str) -> None:
     """``command.txt`` (appended on every start, so resumes show) and the resolved ``config.yaml``."""
     with (out / "command.txt").open("a") as f:
         f.write((opts.command or shlex.join(sys.argv)) + "\n")
     run = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if not f.name.startswith(("on_", "inject"))}
-    run.update(world_size=info.world_size, iters_per_epoch=iters_per_epoch, total_iters=total_iters,
+    run.update(precision_used=precision, train_sizes=list(train_sizes(preset.train)), world_size=info.world_size, iters_per_epoch=iters_per_epoch, total_iters=total_iters,
                lr=schedule.base_lr, warmup_iters=schedule.warmup_iters, lr_milestone_iters=schedule.milestones,
                weight_decay_on="conv weights only (none on BatchNorm weights and biases)")
     plain = json.loads(json.dumps({"preset": preset.to_dict(), "run": run}))  # tuples -> lists

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from acfd.training.data.image_io import PIXEL_MEAN
+from acfd.training.data.image_io import PIXEL_MEAN, resize_rgb
 
 MEAN_RGB = tuple(int(round(v)) for v in PIXEL_MEAN)
 
@@ -191,11 +191,16 @@ def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
 
 def warp(image: np.ndarray, sx: float, sy: float, tx: float, ty: float, size: int) -> np.ndarray:
     """``size x size`` output of the map ``x' = x * sx + tx``, ``y' = y * sy + ty`` (continuous pixel
-    coordinates), mean-padded outside the input. Large reductions go through an area resize first."""
+    coordinates), mean-padded outside the input. A reduction is first done by ``image_io.resize_rgb``
+    (the resize rule of evaluation and serving), so the network sees the same filtering at test time;
+    what remains is a translation and a scale near 1; enlargements are bilinear as in evaluation
+    (``warpAffine``'s fixed-point weights, within a few grey levels of ``cv2.resize``'s)."""
     h, w = image.shape[:2]
-    if sx < 0.5 or sy < 0.5:
+    if tx == 0 and ty == 0 and abs(w * sx - size) < 1e-6 and abs(h * sy - size) < 1e-6:
+        return resize_rgb(image, size, size)  # a plain resize: exactly evaluation's
+    if sx < 1.0 or sy < 1.0:
         nw, nh = max(1, round(w * min(sx, 1.0))), max(1, round(h * min(sy, 1.0)))
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        image = resize_rgb(image, nh, nw)
         sx, sy = sx * w / nw, sy * h / nh
     # continuous x' = x*s + t  <=>  pixel index i' = i*s + (t + s/2 - 1/2)
     m = np.array([[sx, 0.0, tx + sx / 2 - 0.5], [0.0, sy, ty + sy / 2 - 0.5]])
@@ -206,6 +211,6 @@ def warp(image: np.ndarray, sx: float, sy: float, tx: float, ty: float, size: in
 def resize_plain(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Evaluation input: resize to ``size x size`` (aspect not kept), boxes scaled per axis."""
     h, w = image.shape[:2]
-    out = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < min(w, h) else cv2.INTER_LINEAR)
+    out = resize_rgb(image, size, size)
     scale = np.array([size / w, size / h, size / w, size / h], np.float32)
     return out, (np.asarray(boxes, np.float32).reshape(-1, 4) * scale).astype(np.float32)

@@ -10,6 +10,14 @@
   persistent workers, recreate the loader or pass the epoch some other way).
 - ``train=False`` resizes to ``size x size`` without keeping the aspect ratio (as evaluation does)
   and scales the boxes per axis.
+- ``train=True`` with ``mosaic_prob > 0``: with that probability (drawn from the same generator) a
+  sample is a ``mosaic.mosaic`` of its image and three others drawn by the generator, in epochs
+  before ``mosaic_epochs`` (``None``: every epoch).
+- Items are indices, or ``(index, size)`` pairs from ``MultiScaleBatches``: that sample is made at
+  ``size x size`` (training only; every image of a batch has the batch's size).
+- ``MultiScaleBatches(sampler, batch, sizes, seed)``: batches of ``(index, size)`` with one size per
+  batch drawn from ``sizes`` by ``np.random.default_rng([seed, epoch, batch_number])``: the same on
+  every rank and on a resume.
 - ``collate(batch) -> (images [B, 3, S, S], gt_boxes [B, G, 4] zero-padded to the largest G in the
   batch (G may be 0), gt_count [B] int64)``.
 """
@@ -22,11 +30,13 @@ import torch
 from acfd.training.data.annotations import ImageRecord
 from acfd.training.data.augment import AugmentConfig, augment, resize_plain
 from acfd.training.data.image_io import normalize, read_image
+from acfd.training.data.mosaic import config_for_size, mosaic
 
 
 class DetectionDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[ImageRecord], train: bool, size: int = 640, seed: int = 0,
-                 augment_config: AugmentConfig | None = None):
+                 augment_config: AugmentConfig | None = None, mosaic_prob: float = 0.0,
+                 mosaic_epochs: int | None = None):
         if size <= 0:
             raise ValueError(f"input size must be positive, got {size}")
         self.records = list(records)
@@ -35,6 +45,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.augment_config = augment_config or AugmentConfig(size=size)
+        if not 0.0 <= mosaic_prob <= 1.0:
+            raise ValueError(f"mosaic probability must be in [0, 1], got {mosaic_prob}")
+        self.mosaic_prob, self.mosaic_epochs = float(mosaic_prob), mosaic_epochs
         if self.augment_config.size != size:
             raise ValueError(f"augment_config.size {self.augment_config.size} differs from size {size}")
 
@@ -44,23 +57,63 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The uint8 RGB ``[S, S, 3]`` input image and float32 ``[N, 4]`` boxes of one sample."""
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rec = self.records[index]
         image = read_image(rec.path)
         boxes = np.asarray(rec.boxes, np.float32).reshape(-1, 4)
         if image.shape[1] != rec.width or image.shape[0] != rec.height:
             fx, fy = image.shape[1] / rec.width, image.shape[0] / rec.height
             boxes = boxes * np.array([fx, fy, fx, fy], np.float32)
+        return image, boxes
+
+    def mosaic_active(self) -> bool:
+        return self.mosaic_prob > 0 and (self.mosaic_epochs is None or self.epoch < self.mosaic_epochs)
+
+    def sample(self, item: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The uint8 RGB ``[S, S, 3]`` input image and float32 ``[N, 4]`` boxes of one sample."""
+        index, size = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), self.size)
+        image, boxes = self._load(index)
         if not self.train:
             return resize_plain(image, boxes, self.size)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        out = augment(image, boxes, rng, self.augment_config)
+        cfg = config_for_size(self.augment_config, size)
+        if self.mosaic_active() and rng.random() < self.mosaic_prob:
+            others = rng.integers(0, len(self.records), size=3)
+            return mosaic([(image, boxes)] + [self._load(int(i)) for i in others], rng, cfg)
+        out = augment(image, boxes, rng, cfg)
         return out.image, out.boxes
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, boxes = self.sample(index)
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        image, boxes = self.sample(item)
         return torch.from_numpy(normalize(image)), torch.from_numpy(np.ascontiguousarray(boxes, np.float32))
+
+
+class MultiScaleBatches(torch.utils.data.Sampler):
+    """Batches of ``(index, size)`` from ``sampler``'s order, one input size per batch (see above)."""
+
+    def __init__(self, sampler, batch_size: int, sizes: tuple[int, ...], seed: int = 0):
+        if batch_size < 1 or not sizes or min(sizes) < 32:
+            raise ValueError(f"need batch_size >= 1 and sizes >= 32, got {batch_size}, {sizes}")
+        self.sampler, self.batch_size, self.sizes, self.seed = sampler, batch_size, tuple(sizes), seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def size_of(self, batch_number: int) -> int:
+        if len(self.sizes) == 1:
+            return self.sizes[0]
+        return self.sizes[int(np.random.default_rng([self.seed, self.epoch, batch_number]).integers(len(self.sizes)))]
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self):
+        order = list(self.sampler)
+        for b in range(len(self)):
+            size = self.size_of(b)
+            yield [(i, size) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -90,6 +90,20 @@ def to_rgb8(image: np.ndarray, name: str = "image") -> np.ndarray:
     raise ImageError(f"{name}: unsupported image layout {image.shape}")
 
 
+def resize_interpolation(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
+    """The one resize rule of training, evaluation and the serving preprocess: area averaging when
+    neither side grows and one shrinks (no aliasing on reductions), bilinear otherwise."""
+    (sh, sw), (dh, dw) = src_hw, dst_hw
+    return cv2.INTER_AREA if dh <= sh and dw <= sw and (dh < sh or dw < sw) else cv2.INTER_LINEAR
+
+
+def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` resized to ``height x width`` (aspect ratio not kept) by :func:`resize_interpolation`."""
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=resize_interpolation(image.shape[:2], (height, width)))
+
+
 def normalize(image_rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` to float32 ``[3, H, W]`` network input."""
     mean = np.asarray(PIXEL_MEAN, dtype=np.float32)

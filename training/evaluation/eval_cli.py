@@ -81,6 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=1, help="images per forward pass")
     parser.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a true positive")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed with --preset")
+    parser.add_argument("--min-score", type=float, default=None, metavar="S",
+                        help="report precision/recall/F1 of detections scoring >= S (default: the model's display threshold)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -154,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if not detection_set.records:
         return _fail(f"--data {data_path}: no usable images")
 
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        return _fail(f"--min-score {args.min_score}: must be between 0 and 1")
     predictor = Predictor(model).to(device).eval()
     cfg = preset.inference
     if args.scales:
@@ -167,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         batch_size=args.batch_size,
         iou_threshold=args.iou,
+        min_score=args.min_score,
     )
     for line in result["skipped"]:
         print(f"acfd eval: skipped {line}", file=sys.stderr)

@@ -9,7 +9,11 @@
 * ``seconds_per_image``: wall time of inference (resize, network, post-processing) per image,
   image decoding from disk excluded;
 * ``multiscale``, ``scales`` (the ``(H, W)`` inputs run), ``iou_threshold``;
-* ``skipped``: one line per image that could not be read (those images are left out).
+* ``skipped``: one line per image that could not be read (those images are left out);
+* ``best_f1``: the cut of best F1 on the curve and its score threshold
+  (:mod:`acfd.training.evaluation.operating_point`);
+* ``at_threshold``: precision, recall, F1 and recall by face size of the detections scoring at least
+  ``min_score`` (default: the model's display threshold, ``cfg.display_threshold``).
 
 :func:`json_summary` turns it into JSON-ready values with the curve thinned to a bounded length.
 """
@@ -25,6 +29,7 @@ from acfd.training.config import InferenceConfig
 from acfd.training.data.image_io import ImageError, read_image
 from acfd.training.evaluation.ap import average_precision
 from acfd.training.evaluation.inference import detect_batch, scales_for
+from acfd.training.evaluation.operating_point import at_threshold, best_f1
 
 
 def evaluate(
@@ -36,6 +41,7 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 1,
     iou_threshold: float = 0.5,
+    min_score: float | None = None,
 ) -> dict:
     """AP and timing of ``predictor`` on ``detection_set.records`` (the first ``limit`` of them)."""
     records = list(detection_set.records)[: limit if limit is not None else None]
@@ -83,6 +89,9 @@ def evaluate(
         "scales": [list(s) for s in scales],
         "iou_threshold": float(iou_threshold),
         "skipped": skipped,
+        "best_f1": best_f1(result.precision, result.recall, result.scores),
+        "at_threshold": at_threshold(detections, ground_truths, cfg.display_threshold if min_score is None else min_score,
+                                     iou_threshold),
     }
 
 
@@ -114,6 +123,13 @@ def format_report(result: dict) -> list[str]:
     ]
     lines.append(f"scales (HxW): {scales}  s/img: {result['seconds_per_image']:.4f}")
     lines.append(f"precision: {result['final_precision']:.4f}  recall: {result['final_recall']:.4f}")
+    if "at_threshold" in result:
+        at, best = result["at_threshold"], result["best_f1"]
+        sizes = "  ".join(f"{name} {v['found']}/{v['faces']}" for name, v in at["recall_by_size"].items())
+        lines.append(f"at score >= {at['threshold']:.2f}: precision {at['precision']:.4f}  recall {at['recall']:.4f}  "
+                     f"F1 {at['f1']:.4f}  faces found by side: {sizes}")
+        lines.append(f"best F1 {best['f1']:.4f} at score >= {best['threshold']:.3f} "
+                     f"(precision {best['precision']:.4f}, recall {best['recall']:.4f})")
     iou = result["iou_threshold"]
     label = "mAP@0.5" if iou == 0.5 else f"mAP@{iou:g}"
     lines.append(f"{label}: {result['ap']:.4f}")

@@ -1,7 +1,7 @@
 """Single- and multi-scale inference of paper section 4.1 for evaluation: image in, detections out.
 
-For each test scale ``(H, W)`` the uint8 RGB image is resized to ``W x H`` (bilinear, aspect ratio
-not kept), normalised with :func:`acfd.training.data.image_io.normalize` and run through the
+For each test scale ``(H, W)`` the uint8 RGB image is resized to ``W x H`` (``image_io.resize_rgb``, the
+resize rule of training and serving; aspect ratio not kept), normalised with :func:`acfd.training.data.image_io.normalize` and run through the
 ``Predictor`` (``images [B, 3, H, W] -> (scores [B, A], boxes [B, A, 4])``); the scales' outputs
 then go through :func:`acfd.training.postprocess.postprocess` (threshold, top-k per scale, map back
 per axis, merge, clip, NMS, top-100), the same code the serving postprocess model runs.
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from acfd.training.config import InferenceConfig
-from acfd.training.data.image_io import normalize
+from acfd.training.data.image_io import normalize, resize_rgb
 from acfd.training.postprocess import postprocess
 
 Detections = tuple[np.ndarray, np.ndarray]  # boxes [N, 4] float32, scores [N] float32
@@ -32,9 +31,7 @@ def scales_for(cfg: InferenceConfig, multiscale: bool) -> tuple[tuple[int, int],
 def network_input(image_rgb: np.ndarray, scale_hw: tuple[int, int]) -> np.ndarray:
     """uint8 RGB ``[h, w, 3]`` resized to ``scale_hw`` and normalised: float32 ``[3, H, W]``."""
     height, width = scale_hw
-    if image_rgb.shape[:2] != (height, width):
-        image_rgb = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    return normalize(image_rgb)
+    return normalize(resize_rgb(image_rgb, height, width))
 
 
 def _device_of(predictor: torch.nn.Module) -> torch.device:

@@ -57,7 +57,7 @@ class TritonPythonModel:
             raise image_io.ImageError(f"IMAGE: {width}x{height} image is smaller than {self.min_side} px on a side")
         outputs = []
         for h, w in self.scales:
-            resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+            resized = image_io.resize_rgb(rgb, h, w)
             outputs.append(image_io.normalize(resized)[None])
         outputs.append(np.array([[height, width]], dtype=np.int32))
         return outputs

@@ -1,0 +1,83 @@
+"""What a user of the detector sees at one score threshold: precision, recall, F1, and recall by face
+size; and the threshold of best F1, which a model ships as its display threshold.
+
+- ``best_f1(result)``: over the ranked curve of :func:`acfd.training.evaluation.ap.average_precision`,
+  the cut with the highest F1 = 2PR / (P + R). Cuts fall only between distinct scores (a threshold
+  keeps every detection scoring at least it); the threshold is the lowest score kept.
+- ``at_threshold(detections, ground_truths, threshold)``: the detections scoring ``>= threshold``
+  matched to the faces by the greedy rule of ``ap.match_image``; precision, recall, F1, and the
+  recall of faces in each size bin (side = sqrt(w * h) in original pixels: < 32, 32-96, >= 96).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from acfd.training.evaluation.ap import box_iou_matrix
+
+SIZE_BINS = (("<32", 0.0, 32.0), ("32-96", 32.0, 96.0), (">=96", 96.0, float("inf")))
+
+
+def _f1(p: np.ndarray | float, r: np.ndarray | float):
+    p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
+    return np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
+
+
+def best_f1(precision: np.ndarray, recall: np.ndarray, scores: np.ndarray) -> dict:
+    """``{"f1", "threshold", "precision", "recall"}`` at the cut of best F1 (zeros when empty)."""
+    scores = np.asarray(scores, np.float64)
+    if scores.size == 0:
+        return {"f1": 0.0, "threshold": 1.0, "precision": 0.0, "recall": 0.0}
+    last_of_score = np.flatnonzero(np.append(scores[1:] != scores[:-1], True))  # ends of tie groups
+    f1 = _f1(np.asarray(precision)[last_of_score], np.asarray(recall)[last_of_score])
+    k = last_of_score[int(np.argmax(f1))]
+    return {"f1": float(f1.max()), "threshold": float(scores[k]), "precision": float(precision[k]),
+            "recall": float(recall[k])}
+
+
+def at_threshold(
+    detections: Sequence[tuple[np.ndarray, np.ndarray]],
+    ground_truths: Sequence[np.ndarray],
+    threshold: float,
+    iou_threshold: float = 0.5,
+) -> dict:
+    tp = fp = 0
+    found = {name: 0 for name, _, _ in SIZE_BINS}
+    total = {name: 0 for name, _, _ in SIZE_BINS}
+    for (boxes, scores), gt in zip(detections, ground_truths):
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        keep = np.flatnonzero(scores >= threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[keep]
+        gt = np.asarray(gt, np.float64).reshape(-1, 4)
+        matched = np.zeros(len(gt), bool)
+        if len(gt) and len(boxes):
+            iou = box_iou_matrix(boxes, gt)
+            for d in range(len(boxes)):
+                candidates = np.where(matched, -1.0, iou[d])
+                best = int(np.argmax(candidates))
+                if candidates[best] >= iou_threshold:
+                    matched[best] = True
+        tp += int(matched.sum())
+        fp += len(boxes) - int(matched.sum())
+        side = np.sqrt(np.clip(gt[:, 2] - gt[:, 0], 0, None) * np.clip(gt[:, 3] - gt[:, 1], 0, None))
+        for name, lo, hi in SIZE_BINS:
+            in_bin = (side >= lo) & (side < hi)
+            total[name] += int(in_bin.sum())
+            found[name] += int((in_bin & matched).sum())
+    faces = sum(total.values())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / faces if faces else 0.0
+    return {
+        "threshold": float(threshold),
+        "precision": precision,
+        "recall": recall,
+        "f1": float(_f1(precision, recall)),
+        "true_positives": tp,
+        "false_positives": fp,
+        "recall_by_size": {name: {"found": found[name], "faces": total[name],
+                                  "recall": found[name] / total[name] if total[name] else None}
+                           for name, _, _ in SIZE_BINS},
+    }
