@@ -21,7 +21,8 @@ Contract (``acfd demo [IMAGES...] [--weights W] [--out DIR] [--scenes N] [--seed
 one entry per image in the order sent: ``name``, ``source``, ``annotated`` (``images/NAME`` or null),
 ``width``, ``height``, ``faces``, ``detections`` (``[{box, score}]``, score >= ``min_score``,
 original pixels), ``server_ms``, ``in_process_ms``, ``in_process_faces``, ``labelled_faces`` and
-``labelled_found`` (scenes: faces drawn, and how many a detection covers at IoU 0.5), ``error``.
+``labelled_found`` and ``labelled_false`` (scenes: faces drawn, how many a detection covers at IoU
+0.5, and detections that cover none), ``error``.
 
 Exit codes: 0 when the demo ran (an unreadable user image is reported in the summary and the others
 still go through); 1 with one line on stderr for a missing or bad checkpoint, an output folder that
@@ -324,10 +325,11 @@ def build_summary(args, weights: Path, preset, server_info: dict, items: list[De
 
     records = []
     for item in items:
-        found = None
+        found = false = None
         if item.labels is not None and item.error is None:
             boxes = np.asarray([d.box for d in item.detections], np.float32).reshape(-1, 4)
             found = int(match_image(boxes, [d.score for d in item.detections], item.labels, 0.5)[1].sum())
+            false = len(item.detections) - found
         records.append({
             "name": item.name or None,
             "source": item.source,
@@ -341,6 +343,7 @@ def build_summary(args, weights: Path, preset, server_info: dict, items: list[De
             "in_process_faces": item.in_process_faces,
             "labelled_faces": None if item.labels is None else int(len(item.labels)),
             "labelled_found": found,
+            "labelled_false": false,
             "error": item.error,
         })
     timed = [item for item in items if item.server_s is not None and item.in_process_s is not None]
@@ -383,6 +386,11 @@ def print_summary(summary: dict) -> None:
         print(f"{name:<{width}}  {size:>9}  {r['faces']:>5}  {labelled:>8}  {r['server_ms']:>9.1f}  {local:>10}")
     if len(rows) > TABLE_ROWS:
         print(f"... and {len(rows) - TABLE_ROWS} more images (see summary.json)")
+    scenes = [r for r in rows if r["labelled_found"] is not None]
+    if scenes:
+        covered, drawn = sum(r["labelled_found"] for r in scenes), sum(r["labelled_faces"] for r in scenes)
+        false = sum(r["labelled_false"] for r in scenes)
+        print(f"generated scenes: {covered} of {drawn} drawn faces covered, {false} false boxes")
     lat = summary["latency"]
     print(f"faces: detections scoring >= {summary['min_score']:g}; labelled: a scene's drawn faces that one covers (IoU >= 0.5) / all")
     if lat["images"]:

@@ -4,17 +4,17 @@
 # 10% hold-out (scripts/split_holdout.py, seed 0: the 230 images whose sha256("0:" + name) fraction
 # is below 0.1), in one stage from Kaiming init: batch 16, seed 0, bf16 autocast where the CPU has
 # it (--precision auto), weight EMA, mosaic (half the samples, off for the last 4 epochs) and
-# multi-scale batches (320..448 around 384), EPOCHS epochs (default 36) with LR /10 at 2/3, 5/6 and
-# 14/15 of them (the paper's 200/250/280 of 300, scaled), warm-up 300 iterations. About 1 h 45 min
+# multi-scale batches (320..448 around 384), EPOCHS epochs (default 34) with LR /10 at 2/3, 5/6 and
+# 14/15 of them (the paper's 200/250/280 of 300, scaled), warm-up 300 iterations. About 1 h 30 min
 # on 2 CPU cores; an interrupted run continues from its last.pt when started again.
 # Then evaluates best.pt on the hold-out (single scale 384x384 and the test scales), chooses the
 # display threshold from the hold-out F1, and writes the weights-only checkpoint with both.
-# Usage: scripts/train_default.sh [RUN_DIR] [EPOCHS]   (default runs/default-mid 36)
+# Usage: scripts/train_default.sh [RUN_DIR] [EPOCHS]   (default runs/default-mid 34)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${ACFD_REAL_DATA:-../shared/data/icartoonface_train}
 RUN=${1:-runs/default-mid}
-EPOCHS=${2:-36}
+EPOCHS=${2:-34}
 mkdir -p "$RUN"
 .venv/bin/python scripts/split_holdout.py "$DATA/icartoonface_dettrain.csv" "$RUN/split" --fraction 0.1 --seed 0
 if ! grep -q "^epoch,$EPOCHS," "$RUN/train/metrics.csv" 2>/dev/null; then

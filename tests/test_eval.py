@@ -123,3 +123,19 @@ def test_acfd_eval_at_named_scales(synth_dir, capsys):
     with pytest.raises(SystemExit):
         main(argv + ["--scales", "96by160"])
     assert "--scales '96by160': expected HxW with two positive integers" in capsys.readouterr().err
+
+
+def test_acfd_eval_bf16_and_the_operating_point(synth_dir, capsys):
+    argv = ["eval", "--preset", "tiny", "--data", str(synth_dir), "--no-progress", "--json", "--scales", "96x160"]
+    assert main(argv + ["--min-score", "0.01"]) == 0
+    fp32 = json.loads(capsys.readouterr().out)
+    assert main(argv + ["--min-score", "0.01", "--precision", "bf16"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    assert (fp32["precision_mode"], bf16["precision_mode"]) == ("fp32", "bf16")
+    for result in (fp32, bf16):
+        at = result["at_threshold"]
+        assert at["threshold"] == 0.01 and set(at["recall_by_size"]) == {"<32", "32-96", ">=96"}
+        assert sum(v["faces"] for v in at["recall_by_size"].values()) == result["faces"]
+        assert 0.0 <= result["best_f1"]["f1"] <= 1.0
+    assert main(argv + ["--min-score", "1.5"]) == 2
+    assert "--min-score 1.5: must be between 0 and 1" in capsys.readouterr().err

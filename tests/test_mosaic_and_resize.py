@@ -165,3 +165,12 @@ def test_the_rule_averages_reductions_and_interpolates_enlargements():
     image = np.zeros((4, 4, 3), np.uint8)
     image[::2, ::2] = 255  # a checkerboard: area averaging gives grey, not aliased white or black
     assert np.all(resize_rgb(image, 2, 2) == 64)
+
+
+def test_mid_trains_at_five_sizes_around_384_with_mosaic():
+    from acfd.training.config import load_preset, train_sizes
+
+    mid = load_preset("mid")
+    assert train_sizes(mid.train) == (320, 352, 384, 416, 448)
+    assert mid.train.mosaic_prob == 0.5 and mid.train.ema_decay > 0
+    assert train_sizes(load_preset("acfd51").train) == (640,) and load_preset("acfd51").train.mosaic_prob == 0.0
