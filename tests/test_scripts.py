@@ -38,3 +38,30 @@ def test_package_weights_keeps_the_model_and_sets_scales_for_its_training_size(t
         assert torch.equal(model.state_dict()[name], value), name
     assert package.main([str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 1
     assert "no such checkpoint file" in capsys.readouterr().err
+
+
+def test_package_weights_takes_the_threshold_of_best_f1_and_named_scales(tmp_path, capsys):
+    import json
+
+    package = _script("package_weights")
+    source = torch.load(DEFAULT_WEIGHTS, weights_only=False)
+    torch.save(source, tmp_path / "best.pt")
+    (tmp_path / "eval.json").write_text(json.dumps({"best_f1": {"f1": 0.7, "threshold": 0.41234}}))
+    argv = [str(tmp_path / "best.pt"), str(tmp_path / "w.pt"), "--threshold-from", str(tmp_path / "eval.json"),
+            "--scales", "300x400", "400x600"]
+    assert package.main(argv) == 0
+    assert "display threshold 0.412" in capsys.readouterr().out
+    _, preset, _ = load_model(tmp_path / "w.pt")
+    assert preset.inference.display_threshold == 0.412
+    assert preset.inference.test_scales == ((300, 400), (400, 600))
+    (tmp_path / "eval.json").write_text("{}")
+    assert package.main(argv) == 1
+    assert "no best_f1 threshold" in capsys.readouterr().err
+    assert package.main([str(tmp_path / "best.pt"), str(tmp_path / "w.pt"), "--scales", "300by400"]) == 1
+    assert "--scales '300by400'" in capsys.readouterr().err
+
+
+def test_the_default_weights_carry_their_display_threshold():
+    _, preset, payload = load_model(DEFAULT_WEIGHTS)
+    assert preset.name == "mid" and 0.05 < preset.inference.display_threshold < 0.95
+    assert "optimizer" not in payload and DEFAULT_WEIGHTS.stat().st_size < 25e6

@@ -245,8 +245,8 @@ def test_init_starts_from_the_default_weights_with_a_fresh_schedule(scenes, tmp_
     from acfd.weights import DEFAULT_WEIGHTS
 
     # one iteration at the warm-up's first LR (1e-6): the weights barely leave the default model's
-    run = train(_opts(scenes / "small", tmp_path / "ft", init=str(DEFAULT_WEIGHTS), epochs=1, max_iters=1,
-                      warmup_iters=5))
+    run = train(_opts(scenes / "small", tmp_path / "ft", preset="mid", init=str(DEFAULT_WEIGHTS), epochs=1,
+                      max_iters=1, warmup_iters=5))
     assert run.status == "done"
     default = torch.load(DEFAULT_WEIGHTS, weights_only=False)["model"]
     tuned = torch.load(tmp_path / "ft" / "last.pt", weights_only=False)
@@ -259,7 +259,7 @@ def test_init_starts_from_the_default_weights_with_a_fresh_schedule(scenes, tmp_
     first = _rows(tmp_path / "ft" / "metrics.csv", "iter")[0]
     assert float(first["lr"]) == pytest.approx(1e-6, rel=1e-3)
 
-    base = ["train", "--data", str(scenes / "small"), "--preset", "tiny", "--no-progress", "--batch", "4"]
+    base = ["train", "--data", str(scenes / "small"), "--preset", "mid", "--no-progress", "--batch", "4"]
     assert main(base + ["--out", str(tmp_path / "a51"), "--preset", "acfd51", "--init", str(DEFAULT_WEIGHTS)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--init" in err[0] and "do not fit preset 'acfd51'" in err[0]

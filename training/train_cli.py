@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--init", default=None, metavar="CKPT",
                         help="start from this checkpoint's model weights (same preset), e.g. the default weights "
-                             "acfd/weights/acfd_tiny_icartoonface.pt, with a fresh optimizer and LR schedule")
+                             "acfd/weights/acfd_mid_icartoonface.pt (preset mid), with a fresh optimizer and LR schedule")
     parser.add_argument("--warmup-iters", type=int, default=None,
                         help="LR warm-up iterations (None: the preset's 1,000, at most a fifth of a shorter run)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="None: cuda when available, else cpu")
