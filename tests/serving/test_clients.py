@@ -109,6 +109,14 @@ def test_min_score_filters(serving, scenes, in_process):
     assert_same(got, [d for d in want if d.score >= cut], "min_score")
 
 
+def test_the_server_publishes_the_display_threshold_clients_default_to(serving, scenes, in_process):
+    threshold = serving.preset.inference.display_threshold
+    with DetectorClient(serving.url, timeout_s=60, min_score=None) as client:
+        assert client.check_ready().display_threshold == pytest.approx(threshold)
+        got = client.detect(scenes[0])
+    assert_same(got, [d for d in in_process(encode_image(scenes[0])) if d.score >= threshold], "display threshold")
+
+
 def test_bad_image_fails_alone(serving, scenes, in_process):
     with DetectorClient(serving.url, timeout_s=60) as client:
         results = client.detect_many([scenes[0], b"definitely not an image", scenes[1]], return_exceptions=True)

@@ -221,7 +221,7 @@ def test_server_start_failure_is_the_servers_one_line_reason(tmp_path, capsys, m
     except ServerError as err:
         pytest.fail(f"make setup installs this, so its absence is a broken setup, not a skip: {err}")
 
-    def broken_repository(weights: Path, out: Path) -> None:  # stands in for export + `acfd repo`
+    def broken_repository(weights: Path, out: Path):  # stands in for export + `acfd repo`
         (out / "repo" / "acfd" / "1").mkdir(parents=True)
         (out / "repo" / "acfd" / "config.pbtxt").write_text(
             'backend: "python"\nmax_batch_size: 0\n'
@@ -233,6 +233,9 @@ def test_server_start_failure_is_the_servers_one_line_reason(tmp_path, capsys, m
             "    def initialize(self, args):\n"
             "        raise RuntimeError('broken on purpose')\n"
         )
+        from acfd.training.config import load_preset
+
+        return load_preset("tiny")  # what the export would have said
 
     monkeypatch.setattr(acfd.demo, "export_and_build", broken_repository)
     weights = tmp_path / "unused.pt"
