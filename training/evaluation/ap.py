@@ -60,23 +60,31 @@ def match_image(
     boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching in one image: ``(scores sorted descending, true-positive flags)``."""
+    scores, tp, _ = match_faces(boxes, scores, gt_boxes, iou_threshold)
+    return scores, tp
+
+
+def match_faces(
+    boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`match_image` plus which ground truths were matched: ``(scores, tp [D], matched [G])``."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     scores = scores[order]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[order]
     tp = np.zeros(scores.shape[0], dtype=bool)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    if gt_boxes.shape[0] == 0 or scores.shape[0] == 0:
-        return scores, tp
-    iou = box_iou_matrix(boxes, gt_boxes)
     taken = np.zeros(gt_boxes.shape[0], dtype=bool)
+    if gt_boxes.shape[0] == 0 or scores.shape[0] == 0:
+        return scores, tp, taken
+    iou = box_iou_matrix(boxes, gt_boxes)
     for d in range(scores.shape[0]):
         candidates = np.where(taken, -1.0, iou[d])
         best = int(np.argmax(candidates))
         if candidates[best] >= iou_threshold:
             taken[best] = True
             tp[d] = True
-    return scores, tp
+    return scores, tp, taken
 
 
 def all_point_ap(precision: np.ndarray, recall: np.ndarray) -> float:

@@ -5,7 +5,7 @@ size; and the threshold of best F1, which a model ships as its display threshold
   the cut with the highest F1 = 2PR / (P + R). Cuts fall only between distinct scores (a threshold
   keeps every detection scoring at least it); the threshold is the lowest score kept.
 - ``at_threshold(detections, ground_truths, threshold)``: the detections scoring ``>= threshold``
-  matched to the faces by the greedy rule of ``ap.match_image``; precision, recall, F1, and the
+  matched to the faces by the greedy rule of ``ap.match_image`` (``ap.match_faces``); precision, recall, F1, and the
   recall of faces in each size bin (side = sqrt(w * h) in original pixels: < 32, 32-96, >= 96).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from acfd.training.evaluation.ap import box_iou_matrix
+from acfd.training.evaluation.ap import match_faces
 
 SIZE_BINS = (("<32", 0.0, 32.0), ("32-96", 32.0, 96.0), (">=96", 96.0, float("inf")))
 
@@ -48,18 +48,10 @@ def at_threshold(
     total = {name: 0 for name, _, _ in SIZE_BINS}
     for (boxes, scores), gt in zip(detections, ground_truths):
         scores = np.asarray(scores, np.float64).reshape(-1)
-        keep = np.flatnonzero(scores >= threshold)
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        keep = scores >= threshold
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[keep]
         gt = np.asarray(gt, np.float64).reshape(-1, 4)
-        matched = np.zeros(len(gt), bool)
-        if len(gt) and len(boxes):
-            iou = box_iou_matrix(boxes, gt)
-            for d in range(len(boxes)):
-                candidates = np.where(matched, -1.0, iou[d])
-                best = int(np.argmax(candidates))
-                if candidates[best] >= iou_threshold:
-                    matched[best] = True
+        _, _, matched = match_faces(boxes, scores[keep], gt, iou_threshold)
         tp += int(matched.sum())
         fp += len(boxes) - int(matched.sum())
         side = np.sqrt(np.clip(gt[:, 2] - gt[:, 0], 0, None) * np.clip(gt[:, 3] - gt[:, 1], 0, None))
