@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from acfd.training.data.annotations import ImageRecord
-from acfd.training.data.augment import AugmentConfig, resize_plain, warp
+from acfd.training.data.augment import AugmentConfig, config_for_size, resize_plain, warp
 from acfd.training.data.dataset import DetectionDataset, MultiScaleBatches, collate
 from acfd.training.data.image_io import normalize, resize_interpolation, resize_rgb
-from acfd.training.data.mosaic import config_for_size, mosaic
+from acfd.training.data.mosaic import mosaic
 from acfd.training.evaluation.inference import network_input
 
 REPO = Path(__file__).resolve().parents[1]

@@ -400,10 +400,10 @@ def _augment_config(preset: Preset, size: int):
     by ``640 / size`` cancels that (no change at 640), so at ``--size 128`` faces are still tiled
     to 16..512-pixel anchors rather than to 3..102 pixels that no anchor matches.
     """
-    from acfd.training.data.augment import AugmentConfig
+    from acfd.training.data.augment import AugmentConfig, config_for_size
 
-    sides = [preset.model.anchor_scale * s for s in preset.model.strides]
-    return AugmentConfig(size=size, anchor_sizes=tuple(a * 640.0 / size for a in sides))
+    sides = tuple(preset.model.anchor_scale * s for s in preset.model.strides)
+    return config_for_size(AugmentConfig(size=640, anchor_sizes=sides), size)
 
 
 def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInfo, device: torch.device):

@@ -31,6 +31,7 @@ as border value: cheap, exact, and the boxes are mapped by the same numbers. Box
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -53,6 +54,18 @@ class AugmentConfig:
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512)  # at a 640 input
     flip_prob: float = 0.5
     color_prob: float = 0.5  # per photometric op
+
+
+def config_for_size(cfg: AugmentConfig, size: int) -> AugmentConfig:
+    """``cfg`` producing ``size x size`` outputs whose tiling targets the same anchor sides in pixels.
+
+    ``anchor_sizes`` are read as sides at a 640 input scaled by ``size / 640``; so that a change of
+    output size does not change the anchors faces are tiled to, they are pre-scaled by
+    ``cfg.size / size`` (multi-scale batches, mosaic quadrants, and the trainer's own anchor sides).
+    """
+    if size == cfg.size:
+        return cfg
+    return dataclasses.replace(cfg, size=size, anchor_sizes=tuple(a * cfg.size / size for a in cfg.anchor_sizes))
 
 
 @dataclass

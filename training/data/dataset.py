@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from acfd.training.data.annotations import ImageRecord
-from acfd.training.data.augment import AugmentConfig, augment, resize_plain
+from acfd.training.data.augment import AugmentConfig, augment, config_for_size, resize_plain
 from acfd.training.data.image_io import normalize, read_image
-from acfd.training.data.mosaic import config_for_size, mosaic
+from acfd.training.data.mosaic import mosaic
 
 
 class DetectionDataset(torch.utils.data.Dataset):

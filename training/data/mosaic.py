@@ -4,7 +4,7 @@
 boxes)`` pairs. The ``size x size`` output is split at a random centre (each coordinate uniform in
 ``[0.3, 0.7] * size``) into four rectangles. For each rectangle of ``w x h`` its image goes through
 the paper's augmentation (:func:`acfd.training.data.augment.augment`) at side ``max(w, h)``, with the
-anchor-scale tiling still aiming at the network's own anchor sides (``config_for_size``), and a
+anchor-scale tiling still aiming at the network's own anchor sides (``augment.config_for_size``), and a
 random ``w x h`` window of that is pasted. So a mosaic holds four backgrounds and more faces per
 input, faces keep the anchor-scale distribution of the tiling branch, and the expand/crop branch
 gives them at up to half their size (more small faces, the detector's weakest range).
@@ -15,26 +15,11 @@ that less than ``MIN_VISIBLE`` of its area stays is dropped (it is no longer a f
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from acfd.training.data.augment import MEAN_RGB, AugmentConfig, augment
+from acfd.training.data.augment import MEAN_RGB, AugmentConfig, augment, config_for_size
 
 MIN_VISIBLE = 0.4
-
-
-def config_for_size(cfg: AugmentConfig, size: int) -> AugmentConfig:
-    """``cfg`` producing ``size x size`` outputs whose tiling targets the same anchor sides in pixels.
-
-    ``AugmentConfig.anchor_sizes`` are read as sides at a 640 input scaled by ``size / 640``; so
-    that a change of output size does not change the anchors faces are tiled to, they are pre-scaled
-    by ``cfg.size / size``.
-    """
-    if size == cfg.size:
-        return cfg
-    f = cfg.size / size
-    return dataclasses.replace(cfg, size=size, anchor_sizes=tuple(a * f for a in cfg.anchor_sizes))
 
 
 def mosaic(parts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
