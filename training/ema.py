@@ -33,17 +33,13 @@ class ModelEMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
 
-    @property
-    def enabled(self) -> bool:
-        return self.decay > 0.0
-
     def current_decay(self) -> float:
         return self.decay * (1.0 - math.exp(-self.updates / self.tau))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
-        d = self.current_decay() if self.enabled else 0.0
+        d = self.current_decay()  # 0 when decay is 0: the average is the model
         own = self.module.state_dict()
         for name, value in model.state_dict().items():
             target = own[name]

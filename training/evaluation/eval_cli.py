@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, single_scale=args.scales[0], test_scales=tuple(args.scales))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         result = _evaluate(args, predictor, detection_set, cfg)
-    return _report(args, preset, data_path, result, args.precision)
+    return _report(args, preset, data_path, result)
 
 
 def _evaluate(args, predictor, detection_set, cfg):
@@ -188,7 +188,7 @@ def _evaluate(args, predictor, detection_set, cfg):
     )
 
 
-def _report(args, preset, data_path, result, precision: str) -> int:
+def _report(args, preset, data_path, result) -> int:
     from acfd.training.evaluation.evaluate import format_report, json_summary
 
     for line in result["skipped"]:
@@ -201,7 +201,7 @@ def _report(args, preset, data_path, result, precision: str) -> int:
     summary = json_summary(result)
     summary["model"] = args.weights or f"preset {preset.name} (initialised, seed {args.seed})"
     summary["data"] = str(data_path)
-    summary["precision_mode"] = precision
+    summary["precision_mode"] = args.precision
     if args.plot:
         from acfd.training.evaluation.plots import plot_pr_curve
 
