@@ -24,12 +24,19 @@ import torch
 import triton
 import triton.language as tl
 
+from acfd.kernels.aot import AotLaunch
 from acfd.kernels.dam_match.reference import PAD_IOU, apply_best_anchor_fallback, gt_valid_mask
 
+# Launch parameters of ``dam_match`` (the training path): tile sizes and warps. AOT_LAUNCHES below
+# lists every configuration they give; the AOT test compiles each for sm_80 and sm_90. 128 x 16 on
+# 8 warps holds 8 IoU pairs per thread: about 130-165 registers and no spill on either architecture
+# (128 x 32 on 4 warps, the first choice, spilled 400-600 bytes per thread; benchmarks/RESULTS.md).
 BLOCK_A = 128
-BLOCK_G = 32
-NUM_WARPS = 4
+BLOCK_G = 16
+NUM_WARPS = 8
+KERNEL_OPTIONS = {"enable_fp_fusion": False}  # bit-exact IoUs (module docstring)
 _LOW_MAX = 2147483647  # 2^31 - 1: low half of the fallback key is _LOW_MAX - anchor index
+LOW_MAX = tl.constexpr(_LOW_MAX)  # the same, readable inside the kernel (plain globals are not)
 
 
 @triton.jit
@@ -113,7 +120,7 @@ def dam_match_kernel(
             col = tl.where(amask[:, None], iou_a, -1.0)
             col_max = tl.max(col, 0)
             col_arg = tl.min(tl.where(col == col_max[None, :], offs_a[:, None], num_anchors), 0)
-            key = (col_max.to(tl.int32, bitcast=True).to(tl.int64) << 32) + (_LOW_MAX - col_arg.to(tl.int64))
+            key = (col_max.to(tl.int32, bitcast=True).to(tl.int64) << 32) + (LOW_MAX - col_arg.to(tl.int64))
             tl.atomic_max(gt_key_ptr + b * num_gt + offs_g, key, mask=gmask & (col_max >= 0.0))
 
     step1 = best_a >= t1
@@ -137,8 +144,12 @@ def dam_match_triton(
     best_anchor_fallback: bool = False,
     block_a: int = BLOCK_A,
     block_g: int = BLOCK_G,
+    num_warps: int = NUM_WARPS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(labels, gt_index, iou)`` for validated contiguous fp32 inputs (see ``dam_match``)."""
+    """``(labels, gt_index, iou)`` for validated contiguous fp32 inputs (see ``dam_match``).
+
+    ``dam_match`` launches the module's tile sizes and warps (the ``AOT_LAUNCHES`` entries); other
+    values are for tests and the tile sweep of ``benchmarks/gpu_check.py``."""
     batch, num_anchors = pred_boxes.shape[:2]
     num_gt = gt_boxes.shape[1]
     device = pred_boxes.device
@@ -154,7 +165,7 @@ def dam_match_triton(
         anchors, pred_boxes, gt_boxes, gt_count, labels, gt_index, iou, gt_key,
         num_anchors, num_gt, float(t1), float(t2),
         BLOCK_A=block_a, BLOCK_G=block_g, FALLBACK=fallback,
-        num_warps=NUM_WARPS, enable_fp_fusion=False,
+        num_warps=num_warps, **KERNEL_OPTIONS,
     )
     if fallback:
         found = gt_key >= 0
@@ -164,3 +175,18 @@ def dam_match_triton(
         t1_ = torch.tensor(t1, dtype=torch.float32, device=device)
         labels, gt_index, iou = apply_best_anchor_fallback(labels, gt_index, iou, gt_best_iou, gt_best_anchor, valid, t1_)
     return labels, gt_index, iou
+
+
+# ---------------------------------------------------------------- ahead-of-time table (kernels/aot.py)
+
+SIGNATURE = {
+    "anchors_ptr": "*fp32", "pred_ptr": "*fp32", "gt_ptr": "*fp32", "count_ptr": "*i64",
+    "labels_ptr": "*i64", "index_ptr": "*i64", "iou_ptr": "*fp32", "gt_key_ptr": "*i64",
+    "num_anchors": "i32", "num_gt": "i32", "t1": "fp32", "t2": "fp32",
+}
+AOT_LAUNCHES = tuple(
+    AotLaunch(dam_match_kernel, f"fallback={'on' if fallback else 'off'}", SIGNATURE,
+              {"BLOCK_A": BLOCK_A, "BLOCK_G": BLOCK_G, "FALLBACK": fallback}, NUM_WARPS, KERNEL_OPTIONS)
+    for fallback in (False, True)
+)
+AOT_INLINED = (_area, _iou_tile, _fold_row_max)

@@ -36,9 +36,17 @@ import torch
 import triton
 import triton.language as tl
 
+from acfd.kernels.aot import AotLaunch, triton_type
+from acfd.kernels.mbc_loss import KERNEL_DTYPES as LOGIT_DTYPES
+
+# Launch parameters (AOT_LAUNCHES below lists every configuration the wrapper launches with them;
+# the AOT test compiles each for sm_80 and sm_90). Labels reach the kernels as int64, the incoming
+# gradient as fp32, logits (and their gradient) as one of LOGIT_DTYPES.
 BLOCK = 1024
 FINAL_BLOCK = 1024
 NUM_WARPS = 4
+LABEL_DTYPE = torch.int64
+KERNEL_OPTIONS = {"enable_fp_fusion": True}  # Triton 3.9's default, pinned (3.10 changes it)
 
 
 @triton.jit
@@ -125,7 +133,7 @@ class MbcFocalLossTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, margin, alpha, gamma, lambda_cls):
         logits = logits.contiguous()
-        labels = labels.contiguous()
+        labels = labels.to(LABEL_DTYPE).contiguous()
         n = logits.numel()
         nblocks = max(triton.cdiv(n, BLOCK), 1)
         part_loss = torch.empty(2 * nblocks, dtype=torch.float32, device=logits.device)
@@ -134,10 +142,11 @@ class MbcFocalLossTriton(torch.autograd.Function):
         scale = torch.empty(2, dtype=torch.float32, device=logits.device)
         mbc_focal_forward_kernel[(nblocks,)](
             logits, labels, part_loss, part_count, n, nblocks, margin, alpha, gamma,
-            BLOCK=BLOCK, num_warps=NUM_WARPS,
+            BLOCK=BLOCK, num_warps=NUM_WARPS, **KERNEL_OPTIONS,
         )
         mbc_focal_finalize_kernel[(1,)](
-            part_loss, part_count, loss, scale, nblocks, lambda_cls, BLOCK=FINAL_BLOCK, num_warps=NUM_WARPS
+            part_loss, part_count, loss, scale, nblocks, lambda_cls, BLOCK=FINAL_BLOCK, num_warps=NUM_WARPS,
+            **KERNEL_OPTIONS,
         )
         ctx.save_for_backward(logits, labels, scale)
         ctx.constants = (margin, alpha, gamma)
@@ -153,8 +162,8 @@ class MbcFocalLossTriton(torch.autograd.Function):
         grad = torch.empty_like(logits)
         grid = (max(triton.cdiv(n, BLOCK), 1),)
         mbc_focal_backward_kernel[grid](
-            logits, labels, scale, grad_out.contiguous(), grad, n, margin, alpha, gamma,
-            BLOCK=BLOCK, num_warps=NUM_WARPS,
+            logits, labels, scale, grad_out.float().contiguous(), grad, n, margin, alpha, gamma,
+            BLOCK=BLOCK, num_warps=NUM_WARPS, **KERNEL_OPTIONS,
         )
         return grad, None, None, None, None, None
 
@@ -163,3 +172,33 @@ def mbc_focal_loss_triton(
     logits: torch.Tensor, labels: torch.Tensor, margin: float, alpha: float, gamma: float, lambda_cls: float
 ) -> torch.Tensor:
     return MbcFocalLossTriton.apply(logits, labels, float(margin), float(alpha), float(gamma), float(lambda_cls))
+
+
+# ---------------------------------------------------------------- ahead-of-time table (kernels/aot.py)
+
+_SCALARS = {"margin": "fp32", "alpha": "fp32", "gamma": "fp32"}
+_LABELS = triton_type(LABEL_DTYPE)
+
+
+def _forward(dtype):
+    signature = {"logits_ptr": triton_type(dtype), "labels_ptr": _LABELS, "part_loss_ptr": "*fp32",
+                 "part_count_ptr": "*i32", "n": "i32", "nblocks": "i32", **_SCALARS}
+    return AotLaunch(mbc_focal_forward_kernel, triton_type(dtype)[1:], signature, {"BLOCK": BLOCK}, NUM_WARPS,
+                     KERNEL_OPTIONS)
+
+
+def _backward(dtype):
+    signature = {"logits_ptr": triton_type(dtype), "labels_ptr": _LABELS, "scale_ptr": "*fp32",
+                 "grad_out_ptr": "*fp32", "grad_ptr": triton_type(dtype), "n": "i32", **_SCALARS}
+    return AotLaunch(mbc_focal_backward_kernel, triton_type(dtype)[1:], signature, {"BLOCK": BLOCK}, NUM_WARPS,
+                     KERNEL_OPTIONS)
+
+
+_FINALIZE = AotLaunch(
+    mbc_focal_finalize_kernel, "fp32",
+    {"part_loss_ptr": "*fp32", "part_count_ptr": "*i32", "loss_ptr": "*fp32", "scale_ptr": "*fp32",
+     "nblocks": "i32", "lambda_cls": "fp32"},
+    {"BLOCK": FINAL_BLOCK}, NUM_WARPS, KERNEL_OPTIONS,
+)
+AOT_LAUNCHES = (*map(_forward, LOGIT_DTYPES), _FINALIZE, *map(_backward, LOGIT_DTYPES))
+AOT_INLINED = (_focal_terms,)
