@@ -3,8 +3,10 @@
     .venv/bin/python -m acfd.kernels.aot_report [--arch 80 90] [--json FILE]
 
 One row per kernel, configuration and architecture: warps, registers per thread, spill stores /
-loads, stack frame, shared memory, cubin size and compile time (the ``AOT_LAUNCHES`` tables of the
-kernel modules; see ``kernels/aot.py``). A spill is flagged in the last column. Needs no GPU.
+loads, stack frame, shared memory and cubin size (the ``AOT_LAUNCHES`` tables of the kernel
+modules; see ``kernels/aot.py``); then the CuPy NMS kernels compiled with NVRTC, where the ``gpu``
+extra is installed (``kernels/nms/nvrtc.py``; their shared memory is the static part, the reduce
+kernel's bitmap is sized at launch). A spill is flagged in the last column. Needs no GPU.
 Exit codes: 0 all compiled, 1 a configuration failed to compile or a ``@triton.jit`` function is in
 no table (one line each on stderr), 2 run under ``TRITON_INTERPRET=1`` (nothing is compiled there).
 """
@@ -43,6 +45,30 @@ def one_line(err: Exception, kernel=None) -> str:
     return f"{type(err).__name__}: {where}{' '.join(str(text).split())[:300]}"
 
 
+def nms_kernels(archs: tuple[int, ...], failures: list[str]) -> list[dict]:
+    """The CuPy NMS kernels compiled with NVRTC to sm_<arch> cubins: printed rows (``-`` for warps:
+    the launch chooses the block size), or one line saying why they are skipped."""
+    from acfd.kernels.nms import cupy_nms, nvrtc
+
+    reason = nvrtc.unavailable()
+    if reason:
+        print(f"aot_report: CuPy NMS kernels skipped: {reason}", file=sys.stderr)
+        return []
+    rows = []
+    for arch in archs:
+        try:
+            cubin, log = nvrtc.compile_source(cupy_nms.CUDA_SOURCE, cupy_nms.COMPILE_OPTIONS, arch, cubin=True)
+        except RuntimeError as err:
+            failures.append(f"aot_report: CuPy NMS kernels do not compile for sm_{arch}: {err}")
+            continue
+        for name, r in sorted(nvrtc.ptxas_resources(log).items()):
+            rows.append({"kernel": name, "label": "CuPy, NVRTC", "arch": arch, "cubin_bytes": len(cubin), **r})
+            flag = "**SPILL**" if r["spill_stores"] or r["spill_loads"] else "none"
+            print(f"| `{name}` | CuPy, NVRTC | - | sm_{arch} | {r['registers']} | {r['spill_stores']} / "
+                  f"{r['spill_loads']} | {r['stack_frame']} | {r['shared_memory']} | {len(cubin) / 1024:.0f} | {flag} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m acfd.kernels.aot_report", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=None, help="compute capabilities (default: 80 90)")
@@ -71,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append(resources)
             print(table_row(resources), flush=True)
+    nms_rows = nms_kernels(archs, failures)
     if args.json:
-        args.json.write_text(json.dumps({"rows": [dataclasses.asdict(r) for r in rows], "failures": failures}, indent=1))
+        args.json.write_text(json.dumps({"rows": [dataclasses.asdict(r) for r in rows], "nms_rows": nms_rows,
+                                         "failures": failures}, indent=1))
     for line in failures:
         print(line, file=sys.stderr)
-    spills = sum(r.spills for r in rows)
+    spills = sum(r.spills for r in rows) + sum(r["spill_stores"] + r["spill_loads"] > 0 for r in nms_rows)
     print(f"{len(rows)} compiled, {len(failures)} failed, {spills} with spills", file=sys.stderr)
     return 1 if failures else 0
 

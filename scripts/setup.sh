@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Make .venv from nothing and install ACFD with everything it needs (CPU machine, Python 3.11).
 # Quick when already done: it reinstalls only when pyproject.toml changed since the last run.
+# ACFD_EXTRAS=dev,gpu adds the gpu extra (CuPy + NVRTC, about 200 MB: runs the NVRTC compile test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp=.venv/.setup-stamp
-want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+extras=${ACFD_EXTRAS:-dev}
+want=$( (sha256sum pyproject.toml scripts/setup.sh; echo "$extras") | sha256sum | cut -c1-16)
 
 # perf_analyzer (inside the tritonclient wheel) links against Debian's libb64.
 if ! ldconfig -p 2>/dev/null | grep -q libb64.so.0d; then
@@ -27,6 +29,6 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 echo "setup: installing acfd and its dependencies into .venv (first run takes a few minutes)"
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[$extras]"
 echo "$want" > "$stamp"
 echo "setup: done (.venv/bin/acfd)"
