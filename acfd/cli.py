@@ -16,7 +16,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("acfd.training.info", "model size, anchors, strides and GFLOPs of a preset"),
     "synth": ("acfd.training.data.synth_cli", "generate cartoon scenes with COCO + iCartoonFace annotations"),
-    "data": ("acfd.training.data.check_cli", "check a data set: `acfd data check PATH`"),
+    "data": ("acfd.training.data.check_cli", "check, convert or show a data set: `acfd data check|convert|show PATH`"),
     "train": ("acfd.training.train_cli", "train a detector (CPU, one GPU, or torchrun)"),
     "eval": ("acfd.training.evaluation.eval_cli", "mAP@0.5, single- or multi-scale, with a PR plot"),
     "export": ("acfd.training.export_cli", "fuse and export to ONNX (and a TensorRT engine)"),
