@@ -1,29 +1,38 @@
-"""Face-box annotations from an iCartoonFace CSV or a COCO JSON file: ``load_detection_set``.
+"""Face-box annotations in four formats: ``load_detection_set``.
 
 Contract:
 
-- ``path`` is a COCO JSON file, an iCartoonFace CSV, or a folder holding either (``annotations.json``
-  first, then a single ``*.json``, then a single ``*.csv``, as ``acfd synth`` writes). A missing
-  path raises ``FileNotFoundError``; a file that is not valid JSON, or a COCO file whose category is
-  ambiguous, raises ``ValueError``. Both messages name the file.
+- ``path`` is a COCO JSON file, an iCartoonFace CSV, a YOLO ``data.yaml`` or folder, a Pascal VOC
+  folder or XML file, or a folder holding one of them. The format is detected (``detect_format``)
+  unless ``format`` names it (``coco``, ``csv``, ``yolo``, ``voc``). A missing path raises
+  ``FileNotFoundError``; a file that cannot be parsed as a whole, or whose class is ambiguous, raises
+  ``ValueError``. Both messages name the file.
 - iCartoonFace CSV: one face per line, no header, ``image_name,x1,y1,x2,y2`` or with a sixth label
   column (``face``), pixels. Images are looked up in ``images_dir`` when given, else beside the CSV,
   else in an ``images/`` folder beside it. An image appears only through its boxes, so the CSV form
   cannot hold images without faces.
 - COCO: ``images`` (``id``, ``file_name``), ``annotations`` (``image_id``, ``bbox`` = x, y, w, h,
   ``category_id``, optional ``iscrowd``), ``categories``. With one category, or one named ``face``,
-  it is used; otherwise ``category`` (a name or an id) must choose. Crowd boxes are skipped and
-  counted. Images without boxes are kept as negatives. File names resolve like CSV image names.
-- Anything wrong with one line or entry is recorded in ``problems`` as ``"file:line: what"`` (CSV)
-  or ``"file: annotations[i]: what"`` (COCO) and that line or entry is skipped. Missing and
-  unreadable images are reported once and skipped with their boxes.
-- Boxes are float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` in pixels, clipped to the image (counted in
-  ``clipped``); boxes with no area left (empty, inverted or outside the image) are dropped, counted in
-  ``dropped`` and reported.
+  it is used; otherwise ``category`` (a name or an id) must choose. Crowd boxes become ignore
+  regions (counted in ``crowd``). Images without boxes are kept as negatives. File names resolve
+  like CSV image names.
+- YOLO and VOC: see ``annotations_yolo`` and ``annotations_voc``. ``split`` chooses a split where
+  the set names them (YOLO ``data.yaml``: ``train`` by default; VOC ``ImageSets/Main/SPLIT.txt``).
+- Ignore regions (COCO ``iscrowd``, VOC ``difficult``) are kept in ``ImageRecord.ignore``: neither
+  faces nor background in training, neither hits nor misses in evaluation. ``keep_ignore=False``
+  skips them instead (they are counted either way, and ``summary()`` says which was done).
+- Anything wrong with one line or entry is recorded in ``problems`` as ``"file:line: what"`` (CSV,
+  YOLO) or ``"file: annotations[i]: what"`` (COCO, VOC: ``file: object[i]``) and that line or entry
+  is skipped. Missing and unreadable images are reported once and skipped with their boxes.
+- Boxes are float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` in continuous pixel coordinates, clipped to the
+  image (counted in ``clipped``); boxes with no area left (empty, inverted or outside the image)
+  are dropped, counted in ``dropped`` and reported. Ignore regions are clipped and dropped the same
+  way.
 - Image sizes come from file headers (``image_io.image_size``), not full decodes, so that large sets
   load in seconds; ``verify=True`` decodes every image instead (slow, catches truncated files). A
-  header claiming more than ``image_io.MAX_PIXELS`` pixels counts as unreadable. When a COCO file's
-  ``width``/``height`` disagree with the file, the file wins and the mismatch is reported.
+  header claiming more than ``image_io.MAX_PIXELS`` pixels counts as unreadable. When a file's own
+  ``width``/``height`` (COCO, VOC ``size``) disagree with the image, the image wins and the
+  mismatch is reported.
 """
 
 from __future__ import annotations
@@ -43,12 +52,17 @@ SIZE_BINS = (0.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, math.inf)  # sqrt(w * h
 ASPECT_BINS = (0.0, 1 / 3, 1 / 2, 2 / 3, 3 / 2, 2.0, 3.0, math.inf)  # w / h
 
 
+def no_boxes() -> np.ndarray:
+    return np.zeros((0, 4), np.float32)
+
+
 @dataclass
 class ImageRecord:
     path: Path
     boxes: np.ndarray  # float32 [N, 4] x1, y1, x2, y2 in pixels, clipped to the image
     width: int
     height: int
+    ignore: np.ndarray = field(default_factory=no_boxes)  # float32 [M, 4] ignore regions, same convention
 
 
 @dataclass
@@ -56,14 +70,19 @@ class DetectionSet:
     records: list[ImageRecord]
     problems: list[str] = field(default_factory=list)  # "file:line: what"
     source: str = ""
-    format: str = ""  # "coco" or "icartoonface-csv"
+    format: str = ""  # "coco", "icartoonface-csv", "yolo" or "voc"
     clipped: int = 0  # boxes partly outside their image, clipped to it
     dropped: int = 0  # boxes with no area (empty, inverted, or wholly outside the image)
     bad_entries: int = 0  # lines / entries that could not be parsed
     missing_images: int = 0
     unreadable_images: int = 0
-    crowd: int = 0  # COCO iscrowd boxes skipped
+    crowd: int = 0  # COCO iscrowd boxes (ignore regions, or skipped with keep_ignore=False)
+    difficult: int = 0  # VOC difficult objects (the same)
+    keep_ignore: bool = True  # crowd / difficult boxes kept as ignore regions (False: skipped)
     other_category: int = 0  # boxes of another category skipped
+    orphan_labels: int = 0  # YOLO label files without an image
+    class_name: str = ""  # the class kept, where the format names classes
+    split: str = ""  # the split read, where the format names splits
 
     @property
     def images(self) -> int:
@@ -77,8 +96,12 @@ class DetectionSet:
     def negatives(self) -> int:
         return sum(1 for r in self.records if len(r.boxes) == 0)
 
+    @property
+    def ignore_regions(self) -> int:
+        return sum(len(r.ignore) for r in self.records)
+
     def all_boxes(self) -> np.ndarray:
-        return np.concatenate([r.boxes for r in self.records] + [np.zeros((0, 4), np.float32)])
+        return np.concatenate([r.boxes for r in self.records] + [no_boxes()])
 
     def summary(self) -> dict:
         """Counters, image sizes and face size / aspect-ratio histograms as plain JSON-ready values."""
@@ -87,11 +110,13 @@ class DetectionSet:
         sizes = Counter(f"{r.width}x{r.height}" for r in self.records)
         per_image = [len(r.boxes) for r in self.records]
         return {
-            "source": self.source, "format": self.format, "images": self.images, "faces": self.faces,
+            "source": self.source, "format": self.format, "split": self.split, "images": self.images, "faces": self.faces,
             "negatives": self.negatives, "max_faces_per_image": max(per_image, default=0),
             "clipped": self.clipped, "dropped": self.dropped, "bad_entries": self.bad_entries,
             "missing_images": self.missing_images, "unreadable_images": self.unreadable_images,
-            "crowd": self.crowd, "other_category": self.other_category,
+            "crowd": self.crowd, "difficult": self.difficult, "ignore_regions": self.ignore_regions,
+            "ignore_kept": self.keep_ignore, "other_category": self.other_category,
+            "orphan_labels": self.orphan_labels, "class_name": self.class_name,
             "image_sizes": [{"size": s, "images": n} for s, n in sizes.most_common(5)],
             "face_size_median": float(np.median(np.sqrt(w * h))) if len(boxes) else None,
             "size_histogram": histogram(np.sqrt(w * h), SIZE_BINS),
@@ -108,18 +133,30 @@ def histogram(values: np.ndarray, edges: tuple[float, ...]) -> list[dict]:
             for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
 
 
+FORMATS = ("coco", "csv", "yolo", "voc")
+
+
 def load_detection_set(path: str | Path, images_dir: str | Path | None = None, category: str | None = None,
-                       progress: bool = False, verify: bool = False) -> DetectionSet:
-    """Load a COCO JSON file, an iCartoonFace CSV, or a folder holding either (see module docstring)."""
+                       progress: bool = False, verify: bool = False, format: str | None = None,
+                       split: str | None = None, keep_ignore: bool = True) -> DetectionSet:
+    """Load a data set in any of ``FORMATS`` (see the module docstring); ``format`` forces one."""
+    from acfd.training.data.data_format import detect_format
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if images_dir is not None and not Path(images_dir).is_dir():
         raise FileNotFoundError(f"{images_dir}: image folder not found")
-    if path.is_dir():
-        path = _find_annotation_file(path)
-    load = _load_coco if _is_json(path) else _load_csv
-    return load(path, _Builder(path, images_dir, verify), category, progress)
+    kind, path = detect_format(path, format)
+    if kind == "yolo":
+        from acfd.training.data.annotations_yolo import load_yolo as load
+    elif kind == "voc":
+        from acfd.training.data.annotations_voc import load_voc as load
+    else:
+        load = _load_coco if kind == "coco" else _load_csv
+    build = Builder.for_file(path, images_dir, verify)
+    build.ds.keep_ignore = keep_ignore
+    return load(path, build, category, progress, split)
 
 
 def split_records(records: list[ImageRecord], holdout: float, seed: int = 0) -> tuple[list[ImageRecord], list[ImageRecord]]:
@@ -130,27 +167,6 @@ def split_records(records: list[ImageRecord], holdout: float, seed: int = 0) -> 
     n_out = int(round(len(records) * holdout))
     out = set(order[:n_out].tolist())
     return [r for i, r in enumerate(records) if i not in out], [r for i, r in enumerate(records) if i in out]
-
-
-def _find_annotation_file(folder: Path) -> Path:
-    if (folder / "annotations.json").is_file():
-        return folder / "annotations.json"
-    for pattern in ("*.json", "*.csv"):
-        found = sorted(p for p in folder.glob(pattern) if p.is_file())
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise ValueError(f"{folder}: several {pattern} files ({', '.join(p.name for p in found[:5])}); name one")
-    raise FileNotFoundError(f"{folder}: no annotations.json, *.json or *.csv annotation file in this folder")
-
-
-def _is_json(path: Path) -> bool:
-    if path.suffix.lower() == ".json":
-        return True
-    if path.suffix.lower() == ".csv":
-        return False
-    with path.open("rb") as f:
-        return f.read(64).lstrip().startswith(b"{")
 
 
 def _resolver(ann_file: Path, images_dir: str | Path | None):
@@ -167,15 +183,29 @@ def _resolver(ann_file: Path, images_dir: str | Path | None):
     return resolve, where
 
 
-class _Builder:
-    """Collects boxes per image, resolving and sizing each image once."""
+class Builder:
+    """Collects boxes per image, resolving and sizing each image once (shared by all the loaders).
 
-    def __init__(self, ann_file: Path, images_dir, verify: bool):
-        self.ds = DetectionSet([], source=str(ann_file))
+    ``resolve(name) -> Path | None`` finds an image by the name the annotations use; ``where`` says
+    where it looked, for the "not found" message.
+    """
+
+    def __init__(self, source: str, resolve, where: str, verify: bool):
+        self.ds = DetectionSet([], source=source)
         self.verify = verify
-        self.resolve, self.where = _resolver(ann_file, images_dir)
+        self.resolve, self.where = resolve, where
         self.records: dict[str, ImageRecord | None] = {}
         self.boxes: dict[str, list[list[float]]] = {}
+        self.ignores: dict[str, list[list[float]]] = {}
+        self.images_dir: Path | None = None  # --images, for loaders that resolve images their own way
+
+    @classmethod
+    def for_file(cls, ann_file: Path, images_dir, verify: bool) -> "Builder":
+        """Images named relative to ``images_dir``, else the annotation file's folder or its ``images/``."""
+        resolve, where = _resolver(ann_file, images_dir)
+        build = cls(str(ann_file), resolve, where, verify)
+        build.images_dir = Path(images_dir) if images_dir is not None else None
+        return build
 
     def image(self, name: str, where: str, expect: tuple[int, int] | None = None) -> ImageRecord | None:
         if name in self.records:
@@ -189,7 +219,7 @@ class _Builder:
             try:
                 width, height = self._size(path)
                 rec = ImageRecord(path, np.zeros((0, 4), np.float32), int(width), int(height))
-                self.boxes[name] = []
+                self.boxes[name], self.ignores[name] = [], []
                 if expect is not None and expect != (width, height):
                     self.ds.problems.append(f"{where}: {name} is {width}x{height}, the file says {expect[0]}x{expect[1]}; "
                                             f"using {width}x{height}")
@@ -209,37 +239,41 @@ class _Builder:
                              f"(corrupt header?)")
         return width, height
 
-    def add_box(self, name: str, rec: ImageRecord, box: list[float], where: str) -> None:
+    def add_box(self, name: str, rec: ImageRecord, box: list[float], where: str, ignore: bool = False) -> None:
+        """Clip ``box`` to the image and keep it as a face (or an ignore region), or drop and report it."""
         x1, y1, x2, y2 = box
+        what = "ignore region" if ignore else "box"
         if not (x2 > x1 and y2 > y1):
             self.ds.dropped += 1
-            self.ds.problems.append(f"{where}: empty or inverted box ({_fmt(box)}): needs x2 > x1 and y2 > y1")
+            self.ds.problems.append(f"{where}: empty or inverted {what} ({fmt_box(box)}): needs x2 > x1 and y2 > y1")
             return
         c = [min(max(x1, 0.0), rec.width), min(max(y1, 0.0), rec.height), min(max(x2, 0.0), rec.width),
              min(max(y2, 0.0), rec.height)]
         if not (c[2] > c[0] and c[3] > c[1]):
             self.ds.dropped += 1
-            self.ds.problems.append(f"{where}: box ({_fmt(box)}) lies outside the {rec.width}x{rec.height} image")
+            self.ds.problems.append(f"{where}: {what} ({fmt_box(box)}) lies outside the {rec.width}x{rec.height} image")
             return
         if c != [x1, y1, x2, y2]:
             self.ds.clipped += 1
-        self.boxes[name].append(c)
+        (self.ignores if ignore else self.boxes)[name].append(c)
 
     def finish(self) -> DetectionSet:
         for name, rec in self.records.items():
             if rec is not None:
                 rec.boxes = np.asarray(self.boxes[name], np.float32).reshape(-1, 4)
+                rec.ignore = np.asarray(self.ignores[name], np.float32).reshape(-1, 4)
                 self.ds.records.append(rec)
         return self.ds
 
 
-def _fmt(box) -> str:
+def fmt_box(box) -> str:
     return ", ".join(f"{v:g}" for v in box)
 
 
-def _load_csv(path: Path, build: _Builder, category: str | None, progress: bool) -> DetectionSet:
+def _load_csv(path: Path, build: Builder, category: str | None, progress: bool, split: str | None) -> DetectionSet:
     ds = build.ds
     ds.format = "icartoonface-csv"
+    ds.class_name = category or ""
     try:
         text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as err:
@@ -258,7 +292,7 @@ def _load_csv(path: Path, build: _Builder, category: str | None, progress: bool)
         if len(fields) == 6 and category is not None and fields[5] != category:
             ds.other_category += 1
             continue
-        box = _numbers(fields[1:5])
+        box = parse_numbers(fields[1:5])
         if isinstance(box, str):
             ds.bad_entries += 1
             ds.problems.append(f"{where}: {box}")
@@ -269,10 +303,10 @@ def _load_csv(path: Path, build: _Builder, category: str | None, progress: bool)
     return build.finish()
 
 
-def _numbers(fields) -> list[float] | str:
-    """Four finite numbers, or a message saying which field is wrong."""
+def parse_numbers(fields, names=("x1", "y1", "x2", "y2")) -> list[float] | str:
+    """Finite numbers, one per name, or a message saying which field is wrong."""
     out = []
-    for name, text in zip(("x1", "y1", "x2", "y2"), fields):
+    for name, text in zip(names, fields):
         try:
             value = float(text)
         except (TypeError, ValueError):
@@ -283,7 +317,7 @@ def _numbers(fields) -> list[float] | str:
     return out
 
 
-def _load_coco(path: Path, build: _Builder, category: str | None, progress: bool) -> DetectionSet:
+def _load_coco(path: Path, build: Builder, category: str | None, progress: bool, split: str | None) -> DetectionSet:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as err:
@@ -295,9 +329,11 @@ def _load_coco(path: Path, build: _Builder, category: str | None, progress: bool
     anns = data.get("annotations", [])
     if not isinstance(anns, list):
         raise ValueError(f"{path}: 'annotations' must be a list")
-    category_id = _choose_category(path, data.get("categories") or [], category)
+    category_id = choose_category(path, data.get("categories") or [], category)
     ds = build.ds
     ds.format = "coco"
+    ds.class_name = next((str(c.get("name")) for c in data.get("categories") or []
+                          if isinstance(c, dict) and c.get("id") == category_id), "")
     names: dict[object, str] = {}
     for i, entry in enumerate(tqdm(data["images"], desc="check", unit="img", disable=not progress)):
         where = f"{path}: images[{i}]"
@@ -323,11 +359,13 @@ def _load_coco(path: Path, build: _Builder, category: str | None, progress: bool
         if category_id is not None and ann.get("category_id") != category_id:
             ds.other_category += 1
             continue
-        if ann.get("iscrowd"):
+        crowd = bool(ann.get("iscrowd"))
+        if crowd:
             ds.crowd += 1
-            continue
+            if not ds.keep_ignore:
+                continue
         bbox = ann.get("bbox")
-        values = _numbers(bbox) if isinstance(bbox, list) and len(bbox) == 4 else "bbox must be [x, y, width, height]"
+        values = parse_numbers(bbox) if isinstance(bbox, list) and len(bbox) == 4 else "bbox must be [x, y, width, height]"
         if isinstance(values, str):
             ds.bad_entries += 1
             ds.problems.append(f"{where}: {values}")
@@ -336,11 +374,11 @@ def _load_coco(path: Path, build: _Builder, category: str | None, progress: bool
         rec = build.records.get(name)
         if rec is not None:
             x, y, w, h = values
-            build.add_box(name, rec, [x, y, x + w, y + h], where)
+            build.add_box(name, rec, [x, y, x + w, y + h], where, ignore=crowd)
     return build.finish()
 
 
-def _choose_category(path: Path, categories: list, wanted: str | None):
+def choose_category(path: Path, categories: list, wanted: str | None):
     """The category id to keep (None: keep all, when the file lists no categories)."""
     cats = [c for c in categories if isinstance(c, dict) and "id" in c]
     if wanted is not None:

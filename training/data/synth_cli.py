@@ -1,6 +1,8 @@
-"""``acfd synth OUT --images N --seed S [--size WxH] [--preview sheet.png]``: write generated cartoon
-scenes with COCO and iCartoonFace annotations (see ``synth.write_dataset``), optionally with a contact
-sheet of the first scenes and their boxes drawn.
+"""``acfd synth OUT --images N --seed S [--size WxH] [--format coco|yolo|voc] [--preview sheet.png]``:
+write generated cartoon scenes with COCO and iCartoonFace annotations (see ``synth.write_dataset``),
+or as a YOLO folder (``images/``, ``labels/``, ``data.yaml``) or a Pascal VOC folder (``Annotations/``,
+``JPEGImages/``) through ``annotations_write``; optionally with a contact sheet of the first scenes
+and their boxes drawn.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=100, help="number of scenes")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
     parser.add_argument("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", help="scene size WIDTHxHEIGHT")
+    parser.add_argument("--format", default="coco", choices=("coco", "yolo", "voc"),
+                        help="coco: annotations.json and annotations.csv beside images/; yolo: images/, labels/ and "
+                             "data.yaml; voc: Annotations/ and JPEGImages/ (yolo and voc need a new or empty OUT)")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="also write a contact sheet of the first scenes with their boxes drawn")
 
@@ -48,17 +53,37 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         print(f"acfd synth: {out} exists and is not a folder", file=sys.stderr)
         return 2
+    if args.format != "coco" and out.is_dir() and any(out.iterdir()):
+        print(f"acfd synth: {out} is not empty; --format {args.format} writes into a new or empty folder", file=sys.stderr)
+        return 2
     try:
-        stats = write_dataset(out, args.images, args.seed, size)
+        stats = write_dataset(out, args.images, args.seed, size) if args.format == "coco" else \
+            _write_as(args.format, out, args.images, args.seed, size)
         if args.preview:
             Path(args.preview).parent.mkdir(parents=True, exist_ok=True)
             write_contact_sheet(out, Path(args.preview))
     except OSError as err:
         print(f"acfd synth: cannot write {err.filename or out}: {err.strerror or err}", file=sys.stderr)
         return 1
-    print(f"wrote {stats['images']} scenes with {stats['faces']} faces to {out} "
-          f"(annotations.json, annotations.csv, images/)")
+    files = stats.get("files", ["annotations.json", "annotations.csv", "images/"])
+    print(f"wrote {stats['images']} scenes with {stats['faces']} faces to {out} ({', '.join(files)})")
     return 0
+
+
+def _write_as(fmt: str, out: Path, images: int, seed: int, size: tuple[int, int]) -> dict:
+    """Scenes written as COCO in a scratch folder beside ``out``, then converted (images hard-linked)."""
+    import tempfile
+
+    from acfd.training.data.annotations import load_detection_set
+    from acfd.training.data.annotations_write import write_set
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".synth-", dir=out.parent) as scratch:
+        write_dataset(scratch, images, seed, size)
+        scenes = load_detection_set(Path(scratch) / "annotations.json")
+        scenes.source = f"acfd synth --images {images} --seed {seed} --size {size[0]}x{size[1]}"
+        report = write_set(scenes, fmt, out)
+    return {"images": report.images, "faces": report.faces, "files": report.files}
 
 
 def write_contact_sheet(data_dir: Path, out_png: Path, count: int = 12, columns: int = 4, tile_width: int = 320) -> None:
