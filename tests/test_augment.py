@@ -128,11 +128,12 @@ def test_dataset_is_a_function_of_seed_epoch_index(records):
     _ = other[1]  # touching other samples or epochs first changes nothing
     other.set_epoch(2)
     for i in reversed(range(len(ds))):
-        img, boxes = other[i]
+        img, boxes, ignore = other[i]
+        assert ignore.shape == (0, 4)
         assert torch.equal(img, forward[i][0]) and torch.equal(boxes, forward[i][1])
     ds.set_epoch(3)
     assert not torch.equal(ds[0][0], forward[0][0])
-    img, boxes = forward[0]
+    img, boxes, _ = forward[0]
     assert img.shape == (3, 96, 96) and img.dtype == torch.float32 and boxes.dtype == torch.float32
 
 
@@ -143,7 +144,7 @@ def test_eval_dataset_plain_resize(tmp_path):
     image[10:20, 40:60] = 255
     cv2.imwrite(str(tmp_path / "a.png"), image)
     rec = ImageRecord(tmp_path / "a.png", np.array([[40, 10, 60, 20]], np.float32), 100, 50)
-    img, boxes = DetectionDataset([rec], train=False, size=200)[0]
+    img, boxes, _ = DetectionDataset([rec], train=False, size=200)[0]
     np.testing.assert_allclose(boxes.numpy(), [[80, 40, 120, 80]])
     expected = normalize(cv2.resize(image[:, :, ::-1], (200, 200), interpolation=cv2.INTER_LINEAR))
     np.testing.assert_allclose(img.numpy(), expected, atol=1e-5)

@@ -1,6 +1,6 @@
 """Loss assembly of paper eq. (1)-(2): DAM labels, smooth-L1 regression, MBC focal classification.
 
-``DetectionLoss(cfg)(cls_logits, box_deltas, anchors, gt_boxes, gt_count) -> LossParts``
+``DetectionLoss(cfg)(cls_logits, box_deltas, anchors, gt_boxes, gt_count[, ignore_boxes, ignore_count]) -> LossParts``
 
 1. The predicted boxes are decoded from the (detached) deltas: DAM's second step matches on what the
    network regresses now, and no gradient flows through the matching.
@@ -13,6 +13,15 @@
 
 N1 and N2 count anchors over the whole batch (not per image); a zero count contributes nothing
 (the sum over an empty set is 0, divided by max(N, 1)).
+
+Ignore regions (``ignore_boxes [B, M, 4]`` padded, ``ignore_count [B]``; COCO crowd, VOC difficult)
+are neither faces nor background. An anchor DAM leaves negative is *ignored* when DAM would have
+matched it to an ignore region had that region been a face (``dam_match`` run on the ignore regions:
+anchor IoU >= T1, or regressed-box IoU > T2), or when at least ``ignore_iof`` (0.5) of its own area
+lies inside one (how a small anchor inside a crowd region is caught). Face matches take precedence.
+Ignored anchors are left out of the classification loss: their logit is replaced, without gradient,
+by ``IGNORED_LOGIT`` with label 0, whose focal loss is exactly 0 in both implementations (so the
+kernels are unchanged); they take no part in the regression loss and are not counted in N1 or N2.
 
 ``TrainConfig.psi2_norm``: ``"n2"`` (default, the paper) divides the psi2 sums by N2;
 ``"max_n1_n2"`` divides them by ``max(N1, N2)``. Early in training DAM compensates only a handful
@@ -37,6 +46,7 @@ from acfd.training.config import TrainConfig
 KERNEL_CHOICES = ("auto", "triton", "torch")
 PSI2_NORMS = ("n2", "max_n1_n2")
 PSI1, PSI2 = 1, 2
+IGNORED_LOGIT = -1.0e4  # sigmoid is 0.0 in fp32: a negative with zero focal loss and zero gradient
 
 
 @dataclass
@@ -48,6 +58,7 @@ class LossParts:
     reg: torch.Tensor
     n1: int
     n2: int
+    ignored: int = 0  # anchors left out for ignore regions
 
     def as_floats(self) -> dict[str, float]:
         return {"loss": float(self.total.detach()), "cls": float(self.cls), "reg": float(self.reg), "n1": self.n1, "n2": self.n2}
@@ -78,10 +89,25 @@ def regression_loss(
     return reg, n1, n2
 
 
+def anchor_iof(anchors: torch.Tensor, regions: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``[B, A]``: the largest fraction of each anchor's area inside one of its image's regions
+    (``regions [B, M, 4]``, the first ``count[b]`` rows valid); 0 without regions or for empty anchors."""
+    a = anchors[None, :, None, :]
+    r = regions[:, None, :, :]
+    w = (torch.minimum(a[..., 2], r[..., 2]) - torch.maximum(a[..., 0], r[..., 0])).clamp(min=0)
+    h = (torch.minimum(a[..., 3], r[..., 3]) - torch.maximum(a[..., 1], r[..., 1])).clamp(min=0)
+    area = ((anchors[:, 2] - anchors[:, 0]).clamp(min=0) * (anchors[:, 3] - anchors[:, 1]).clamp(min=0))[None, :, None]
+    iof = torch.where(area > 0, w * h / area.clamp(min=1e-12), torch.zeros_like(w))
+    valid = torch.arange(regions.shape[1], device=regions.device)[None, None, :] < count.to(regions.device)[:, None, None]
+    iof = torch.where(valid, iof, torch.zeros_like(iof))
+    return iof.amax(dim=-1) if regions.shape[1] else iof.new_zeros(iof.shape[:2])
+
+
 class DetectionLoss:
     """The training loss of one step; configured once from the preset's ``train`` section."""
 
-    def __init__(self, cfg: TrainConfig, kernels: str = "auto", box_coder: BoxCoder | None = None, beta: float = 1.0):
+    def __init__(self, cfg: TrainConfig, kernels: str = "auto", box_coder: BoxCoder | None = None, beta: float = 1.0,
+                 ignore_iof: float = 0.5):
         if kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, not {kernels!r}")
         if cfg.psi2_norm not in PSI2_NORMS:
@@ -90,6 +116,7 @@ class DetectionLoss:
         self.kernels = kernels
         self.coder = box_coder or BoxCoder()
         self.beta = beta
+        self.ignore_iof = ignore_iof
 
     def __call__(
         self,
@@ -98,6 +125,8 @@ class DetectionLoss:
         anchors: torch.Tensor,
         gt_boxes: torch.Tensor,
         gt_count: torch.Tensor,
+        ignore_boxes: torch.Tensor | None = None,
+        ignore_count: torch.Tensor | None = None,
     ) -> LossParts:
         from acfd.kernels.dam_match import dam_match
         from acfd.kernels.mbc_loss import mbc_focal_loss
@@ -113,6 +142,11 @@ class DetectionLoss:
             labels = match.labels
             target_deltas = self._targets(match.gt_index, gt_boxes, anchors)
             n1, n2 = int((labels == PSI1).sum()), int((labels == PSI2).sum())
+            ignored = self.ignored_anchors(labels, anchors, pred_boxes, ignore_boxes, ignore_count)
+        n_ignored = 0
+        if ignored is not None:
+            n_ignored = int(ignored.sum())
+            cls_logits = torch.where(ignored, torch.full_like(cls_logits, IGNORED_LOGIT), cls_logits)
         psi2_scale = n2 / max(n1, n2, 1) if cfg.psi2_norm == "max_n1_n2" and n2 > 0 else 1.0
         reg, n1, n2 = regression_loss(box_deltas, target_deltas, labels, cfg.lambda_reg * psi2_scale, self.beta)
         cls = mbc_focal_loss(
@@ -124,7 +158,20 @@ class DetectionLoss:
             lambda_cls=cfg.lambda_cls * psi2_scale,
             impl=self.kernels,
         )
-        return LossParts(total=cls + reg, cls=cls.detach(), reg=reg.detach(), n1=n1, n2=n2)
+        return LossParts(total=cls + reg, cls=cls.detach(), reg=reg.detach(), n1=n1, n2=n2, ignored=n_ignored)
+
+    def ignored_anchors(self, labels: torch.Tensor, anchors: torch.Tensor, pred_boxes: torch.Tensor,
+                        ignore_boxes: torch.Tensor | None, ignore_count: torch.Tensor | None) -> torch.Tensor | None:
+        """``[B, A]`` bool: negatives left out for the ignore regions (see the module docstring); None without any."""
+        from acfd.kernels.dam_match import dam_match
+
+        if ignore_boxes is None or ignore_boxes.shape[1] == 0 or ignore_count is None or int(ignore_count.max()) == 0:
+            return None
+        ignore_boxes = ignore_boxes.float()
+        would_match = dam_match(anchors, pred_boxes, ignore_boxes, ignore_count, self.cfg.t1, self.cfg.t2,
+                                impl=self.kernels).labels > 0
+        inside = anchor_iof(anchors, ignore_boxes, ignore_count) >= self.ignore_iof
+        return (labels == 0) & (would_match | inside)
 
     def _targets(self, gt_index: torch.Tensor, gt_boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """Encoded offsets ``[B, A, 4]`` of each anchor's matched face (negatives get a dummy box)."""

@@ -22,9 +22,14 @@ EXIT_NAN = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="training annotations: iCartoonFace CSV, COCO JSON, or a generated-scene folder")
+    parser.add_argument("--data", required=True, help="training annotations: iCartoonFace CSV, COCO JSON, YOLO data.yaml "
+                                                      "or folder (its train split), Pascal VOC folder, or a folder holding one")
     parser.add_argument("--images", default=None, help="image folder for --data/--val when it is not beside the annotations")
-    parser.add_argument("--val", default=None, help="validation annotations; enables best.pt and per-epoch mAP@0.5")
+    parser.add_argument("--val", default=None, help="validation annotations (a data.yaml: its val split); enables best.pt "
+                                                    "and per-epoch mAP@0.5")
+    parser.add_argument("--format", default=None, choices=("coco", "csv", "yolo", "voc"),
+                        help="annotation format of --data and --val; None: detected from the path")
+    parser.add_argument("--category", default=None, help="class to keep when the annotations have several (name or id)")
     parser.add_argument("--preset", default="tiny", help="model preset: acfd51 (the paper), tiny, or a YAML file")
     parser.add_argument("--epochs", type=int, default=None, help="epochs to train (None: the preset's, 300)")
     parser.add_argument("--batch", type=int, default=16, help="global batch size (all processes together); LR scales with it")
@@ -47,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernels", default="auto", choices=KERNEL_CHOICES,
                         help="DAM matching / MBC loss implementation: OpenAI Triton kernels or the PyTorch references")
     parser.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations in all (short trials; None: no limit)")
+    parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                        help="wall-clock budget: time the first steps, compress the epochs and LR schedule to fit M "
+                             "minutes, stop validated and checkpointed at the deadline (None: no limit)")
     parser.add_argument("--eval-every", type=int, default=1, help="validate every K epochs (and after the last)")
     parser.add_argument("--size", type=int, default=None, help="training input side in pixels (None: the preset's, 640)")
     parser.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all processes")
@@ -69,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     opts = TrainOptions(
-        data=args.data, out=args.out, preset=args.preset, images=args.images, val=args.val, epochs=args.epochs,
+        data=args.data, out=args.out, preset=args.preset, images=args.images, val=args.val, format=args.format,
+        category=args.category, epochs=args.epochs,
         batch=args.batch, resume=args.resume, init=args.init, warmup_iters=args.warmup_iters, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         workers=args.workers, precision=args.precision, lr_milestones=tuple(args.lr_milestones) if args.lr_milestones else None,
-        seed=args.seed, kernels=args.kernels, max_iters=args.max_iters, eval_every=args.eval_every, size=args.size,
+        seed=args.seed, kernels=args.kernels, max_iters=args.max_iters, max_minutes=args.max_minutes, eval_every=args.eval_every, size=args.size,
         sync_bn=args.sync_bn, log_every=args.log_every, progress=not args.no_progress, inject_nan_at=args.inject_nan_at,
     )
     try:
@@ -98,6 +107,8 @@ def _check(args: argparse.Namespace) -> str | None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             return f"--{flag.replace('_', '-')} {value}: must be at least 1"
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        return f"--max-minutes {args.max_minutes}: must be more than 0"
     if args.warmup_iters is not None and args.warmup_iters < 0:
         return f"--warmup-iters {args.warmup_iters}: must be 0 or more"
     if args.workers < 0:

@@ -16,6 +16,9 @@ is what ``acfd train`` calls, once per process under ``torchrun``.
 - Weight EMA (``acfd.training.ema``): validation, ``best.pt`` and export use the averaged weights.
   Every checkpoint's ``model`` is the EMA (what to use); ``train_model`` holds the raw weights and
   ``ema_updates`` the average's step count, for resuming.
+- ``opts.max_minutes``: a wall-clock budget (``acfd.training.budget``): after a few timed steps the
+  run plans the epochs that fit, compresses the schedule to them, and stops cleanly (validated,
+  checkpointed) at the deadline.
 - Checkpoints (rank 0, atomic): ``last.pt`` every epoch, ``best.pt`` when the validation mAP@0.5
   improves. A non-finite loss (on any rank) stops the run before the step is applied and before
   anything is saved, so ``last.pt`` stays the last good state.
@@ -41,6 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from acfd.training import distributed as D
+from acfd.training.budget import WallClockBudget
 from acfd.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -68,6 +72,8 @@ class TrainOptions:
     preset: str = "tiny"
     images: str | None = None
     val: str | None = None
+    format: str | None = None  # annotation format of --data and --val (None: detected)
+    category: str | None = None  # class to keep when the annotations have several
     epochs: int | None = None  # None: the preset's
     batch: int = 16  # global, all ranks together
     resume: bool = False
@@ -80,6 +86,7 @@ class TrainOptions:
     seed: int = 0
     kernels: str = "auto"
     max_iters: int | None = None
+    max_minutes: float | None = None  # wall-clock budget of the whole run (acfd.training.budget)
     eval_every: int = 1
     size: int | None = None  # None: the preset's input_size
     sync_bn: bool = False
@@ -156,6 +163,7 @@ def seed_everything(seed: int) -> None:
 def train(opts: TrainOptions) -> TrainResult:
     from acfd.training.model import build_model
 
+    budget = WallClockBudget(opts.max_minutes, batch=opts.batch) if opts.max_minutes else None
     device_type = "cuda" if opts.device.startswith("cuda") else opts.device
     if device_type == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA device is available (use --device cpu)")
@@ -171,6 +179,8 @@ def train(opts: TrainOptions) -> TrainResult:
             raise TrainError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
         if opts.init and opts.resume:
             raise TrainError("--init and --resume exclude each other: --resume already restores the weights")
+        if budget and opts.resume:
+            raise TrainError("--max-minutes plans a whole run; to continue one, --resume without it (its plan is kept)")
         last_path = out / "last.pt"
         if opts.resume and not last_path.is_file():
             raise TrainError(f"--resume: {last_path} does not exist (nothing to resume)")
@@ -182,6 +192,9 @@ def train(opts: TrainOptions) -> TrainResult:
                 payload = read_training_state(last_path, preset.name)
             except CheckpointError as err:
                 raise TrainError(f"--resume: {err}") from err
+            if payload.get("budget_plan"):  # a --max-minutes run: continue the plan it made
+                preset = _with_plan(preset, **payload["budget_plan"])
+                cfg = preset.train
 
         try:
             precision = resolve_precision(opts.precision, device.type)
@@ -236,8 +249,36 @@ def train(opts: TrainOptions) -> TrainResult:
                 print(f"acfd train: {precision.note}", file=sys.stderr)
         tb = _tensorboard(out) if info.is_main else None
 
+        budget_plan = payload.get("budget_plan") if payload is not None else None
+
+        def replan(done: int) -> int:
+            """Compress the run to the epochs that fit the budget (once, after calibration)."""
+            nonlocal preset, cfg, total_iters, budget_plan
+            val_images = len(val_set.records) if val_set is not None else 0
+            epochs = budget.plan_epochs(cfg.epochs, iters_per_epoch, done, opts.eval_every, val_images)
+            if epochs < cfg.epochs:
+                milestones = scale_milestones(cfg.lr_milestones, cfg.epochs, epochs)
+                preset = _with_plan(preset, epochs, milestones)
+                cfg = preset.train
+                total_iters = min(total_iters, epochs * iters_per_epoch)
+                scheduler.schedule = build_schedule(
+                    cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
+                    cfg.lr_milestones, iters_per_epoch, total_iters,
+                )
+                if dataset.mosaic_epochs is not None:
+                    dataset.mosaic_epochs = cfg.epochs - cfg.mosaic_off_epochs
+                budget_plan = {"epochs": cfg.epochs, "milestones": list(cfg.lr_milestones)}
+                loop.preset = preset
+            if info.is_main:
+                print(f"acfd train: --max-minutes {opts.max_minutes:g}: {budget.step_s:.3f} s per step, "
+                      f"{cfg.epochs} epochs planned ({total_iters} iterations), LR /10 at epochs "
+                      f"{' '.join(map(str, cfg.lr_milestones)) or 'none'}", file=sys.stderr)
+                _write_config(out, opts, preset, scheduler.schedule, iters_per_epoch, total_iters, info, precision.name)
+            return total_iters
+
         loop = _Loop(opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb,
-                     precision, ema)
+                     precision, ema, budget, replan if budget else None,
+                     len(val_set.records) if val_set is not None else 0)
         last_ap = None
         epoch = start_epoch
         started = time.time()
@@ -255,11 +296,14 @@ def train(opts: TrainOptions) -> TrainResult:
             epoch += 1
             D.average_buffers(model, info)
             D.average_buffers(ema.module, info)  # its BN statistics absorbed each rank's own
-            finished = epoch >= cfg.epochs or iteration >= total_iters
+            finished = epoch >= cfg.epochs or iteration >= total_iters or loop.out_of_time
             ap = None
             if val_set is not None and (finished or epoch % max(1, opts.eval_every) == 0):
+                tic = time.time()
                 ap = _validate(ema.module, val_set, preset, device, opts.progress and info.is_main) if info.is_main else None
                 last_ap = ap
+                if budget is not None:
+                    budget.validation_s = time.time() - tic
             if info.is_main:
                 metrics.write(kind="epoch", epoch=epoch, iteration=iteration, lr=scheduler.lr, loss=epoch_loss,
                               val_ap=ap, elapsed_s=time.time() - started)
@@ -270,7 +314,7 @@ def train(opts: TrainOptions) -> TrainResult:
                     "train_model": _plain(model.state_dict()), "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                     "iteration": iteration, "rng": capture_rng_state(), "best_ap": best_ap, "val_ap": ap,
-                    "seed": opts.seed, "batch": opts.batch,
+                    "seed": opts.seed, "batch": opts.batch, "budget_plan": budget_plan,
                 }
                 save_checkpoint(last_path, state)
                 if improved:
@@ -280,11 +324,15 @@ def train(opts: TrainOptions) -> TrainResult:
             D.barrier(info)
             if opts.on_epoch_end is not None:
                 opts.on_epoch_end(epoch)
+            if loop.out_of_time:
+                break
         if info.is_main:
             plot_curves(out / "metrics.csv", out / "curves.png", title=f"{preset.name}: {out.name}")
             if tb is not None:
                 tb.close()
         message = f"trained {epoch} epoch{'' if epoch == 1 else 's'} ({iteration} iterations) in {time.time() - started:.0f} s; weights: {last_path}"
+        if loop.out_of_time:
+            message = f"stopped by --max-minutes {opts.max_minutes:g} in epoch {epoch}: " + message
         if best_ap is not None:
             message += f"; best val mAP@0.5 {100 * best_ap:.2f}% ({out / 'best.pt'})"
         return TrainResult("done", epoch, iteration, best_ap, last_ap, message, ema.module, capture_rng_state())
@@ -296,12 +344,14 @@ class _Loop:
     """One epoch of steps; holds what every step needs."""
 
     def __init__(self, opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb,
-                 precision, ema):
+                 precision, ema, budget=None, replan=None, val_images=0):
         self.opts, self.preset, self.info, self.device = opts, preset, info, device
         self.net, self.model, self.loss_fn = net, model, loss_fn
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.metrics, self.tb = metrics, tb
         self.precision, self.ema = precision, ema
+        self.budget, self.replan, self.val_images = budget, replan, val_images
+        self.out_of_time = False  # the budget ended the run in the last epoch
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
 
     def run_epoch(self, loader: DataLoader, epoch: int, iteration: int, total_iters: int, iters_per_epoch: int, started: float):
@@ -314,14 +364,18 @@ class _Loop:
         window: list[dict] = []
         epoch_sum, epoch_n = 0.0, 0
         tick = time.time()
-        for images, gt_boxes, gt_count in loader:
+        for images, gt_boxes, gt_count, ignore_boxes, ignore_count in loader:
             if iteration >= total_iters:
+                break
+            if self.budget is not None and not self._step_fits():
+                self.out_of_time = True
                 break
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             gt_boxes, gt_count = gt_boxes.to(self.device), gt_count.to(self.device)
+            ignore_boxes, ignore_count = ignore_boxes.to(self.device), ignore_count.to(self.device)
             with self.precision.autocast():
                 logits, deltas = self.net(images)
-            parts = self.loss_fn(logits, deltas, self._anchors_for(images), gt_boxes, gt_count)
+            parts = self.loss_fn(logits, deltas, self._anchors_for(images), gt_boxes, gt_count, ignore_boxes, ignore_count)
             loss = parts.total
             if opts.inject_nan_at is not None and iteration == opts.inject_nan_at:
                 loss = loss * float("nan")
@@ -340,6 +394,11 @@ class _Loop:
             iteration += 1
             now = time.time()
             img_s = opts.batch / max(now - tick, 1e-9)
+            if self.budget is not None:
+                self.budget.observe_step(now - tick)
+                if self.replan is not None and self.budget.calibrated() and not self.budget.planned:
+                    total_iters = self.replan(iteration)
+                    steps = min(steps, epoch_n + 1 + total_iters - iteration)
             tick = now
             window.append({"loss": value, "cls": float(parts.cls), "reg": float(parts.reg), "n1": parts.n1,
                            "n2": parts.n2, "img_s": img_s, "lr": lr})
@@ -351,6 +410,11 @@ class _Loop:
                 window = []
         bar.close()
         return None, iteration, epoch_sum / max(epoch_n, 1)
+
+    def _step_fits(self) -> bool:
+        """Whether the budget has room for one more step (the same answer on every rank)."""
+        fits = torch.tensor(float(self.budget.step_fits(self.val_images)), device=self.device)
+        return float(D.all_reduce_mean(fits, self.info)) == 1.0
 
     def _anchors_for(self, images: torch.Tensor) -> torch.Tensor:
         key = (images.shape[-2], images.shape[-1])
@@ -375,12 +439,13 @@ def _load_sets(opts: TrainOptions, info: D.DistInfo):
     from acfd.training.data.annotations import load_detection_set
 
     sets = []
-    for flag, path in (("--data", opts.data), ("--val", opts.val)):
+    for flag, path, split in (("--data", opts.data, "train"), ("--val", opts.val, "val")):
         if path is None:
             sets.append(None)
             continue
         try:
-            loaded = load_detection_set(path, images_dir=opts.images)
+            loaded = load_detection_set(path, images_dir=opts.images, split=split, format=opts.format,
+                                        category=opts.category)
         except (OSError, ValueError) as err:
             raise TrainError(f"{flag} {path}: {err}") from err
         if info.is_main and loaded.problems:
@@ -407,7 +472,7 @@ def _augment_config(preset: Preset, size: int):
 
 
 def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInfo, device: torch.device):
-    from acfd.training.data.dataset import DetectionDataset, MultiScaleBatches, collate
+    from acfd.training.data.dataset import DetectionDataset, MultiScaleBatches, collate_with_ignore
 
     cfg = preset.train
     size = cfg.input_size
@@ -418,7 +483,7 @@ def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInf
                                 train_sizes(cfg), opts.seed)
     loader = DataLoader(
         dataset, batch_sampler=batches, num_workers=opts.workers,
-        collate_fn=collate, pin_memory=device.type == "cuda",
+        collate_fn=collate_with_ignore, pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
     return loader, batches, dataset
@@ -443,11 +508,22 @@ def _plain(state: dict) -> dict:
     return {k: v.contiguous() for k, v in state.items()}
 
 
+def _with_plan(preset: Preset, epochs: int, milestones) -> Preset:
+    """The preset with a budget plan's epochs and LR milestones written in."""
+    return dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=int(epochs),
+                                                                 lr_milestones=tuple(int(m) for m in milestones)))
+
+
 def _write_run_files(out: Path, opts: TrainOptions, preset: Preset, schedule, iters_per_epoch: int,
                      total_iters: int, info: D.DistInfo, precision: str) -> None:
     """``command.txt`` (appended on every start, so resumes show) and the resolved ``config.yaml``."""
     with (out / "command.txt").open("a") as f:
         f.write((opts.command or shlex.join(sys.argv)) + "\n")
+    _write_config(out, opts, preset, schedule, iters_per_epoch, total_iters, info, precision)
+
+
+def _write_config(out: Path, opts: TrainOptions, preset: Preset, schedule, iters_per_epoch: int,
+                  total_iters: int, info: D.DistInfo, precision: str) -> None:
     run = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if not f.name.startswith(("on_", "inject"))}
     run.update(precision_used=precision, train_sizes=list(train_sizes(preset.train)), world_size=info.world_size, iters_per_epoch=iters_per_epoch, total_iters=total_iters,
                lr=schedule.base_lr, warmup_iters=schedule.warmup_iters, lr_milestone_iters=schedule.milestones,

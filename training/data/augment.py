@@ -27,6 +27,10 @@ pixel coordinates where pixel ``i`` spans ``[i, i+1)``) and the image is warped 
 as border value: cheap, exact, and the boxes are mapped by the same numbers. Boxes out are clipped to
 ``[0, size]`` and have positive area; the only boxes lost are those whose centre leaves the output
 (the crop rule). All randomness comes from ``rng``, so the result is a pure function of its state.
+
+Ignore regions (``ignore``, same convention) are mapped by the same numbers and kept while any part of
+them stays in the output (clipped to it); they take no part in the random choices, so a sample's
+image and faces are the same with or without them.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Augmented:
     scale: tuple[float, float]  # input -> output: x' = x * sx + tx (before the flip)
     offset: tuple[float, float]
     flipped: bool
+    ignore: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.float32))  # [M, 4]
 
 
 def color_distort(image: np.ndarray, rng: np.random.Generator, prob: float = 0.5) -> np.ndarray:
@@ -178,8 +183,8 @@ def _window_start(rng, centre: float, extent: float, canvas: float, size: int) -
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-            cfg: AugmentConfig = AugmentConfig()) -> Augmented:
-    """Augment a uint8 RGB image and its float ``[N, 4]`` boxes (x1, y1, x2, y2, pixels)."""
+            cfg: AugmentConfig = AugmentConfig(), ignore: np.ndarray | None = None) -> Augmented:
+    """Augment a uint8 RGB image and its float ``[N, 4]`` boxes (x1, y1, x2, y2, pixels) and ignore regions."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     h, w = image.shape[:2]
     image = color_distort(image, rng, cfg.color_prob)
@@ -199,7 +204,18 @@ def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
         mapped = np.stack([cfg.size - mapped[:, 2], mapped[:, 1], cfg.size - mapped[:, 0], mapped[:, 3]], 1)
     result = mapped.astype(np.float32).reshape(-1, 4)
     ok = (result[:, 2] > result[:, 0]) & (result[:, 3] > result[:, 1])  # degenerate after float32 rounding
-    return Augmented(out, result[ok], kept[ok], (view.sx, view.sy), (view.tx, view.ty), flipped)
+    regions = map_regions(view.map(np.asarray(ignore, np.float64).reshape(-1, 4)) if ignore is not None
+                          else np.zeros((0, 4)), cfg.size, flipped)
+    return Augmented(out, result[ok], kept[ok], (view.sx, view.sy), (view.tx, view.ty), flipped, regions)
+
+
+def map_regions(mapped: np.ndarray, size: int, flipped: bool) -> np.ndarray:
+    """Ignore regions already mapped to the output: clipped to it, flipped, those left with no area dropped."""
+    mapped = np.clip(np.asarray(mapped, np.float64).reshape(-1, 4), 0.0, size)
+    if flipped:
+        mapped = np.stack([size - mapped[:, 2], mapped[:, 1], size - mapped[:, 0], mapped[:, 3]], 1)
+    out = mapped.astype(np.float32).reshape(-1, 4)
+    return out[(out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])]
 
 
 def warp(image: np.ndarray, sx: float, sy: float, tx: float, ty: float, size: int) -> np.ndarray:

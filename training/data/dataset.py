@@ -1,8 +1,9 @@
 """Training / evaluation samples as tensors: ``DetectionDataset`` and ``collate``.
 
-- ``DetectionDataset(records, train, size, seed)[i] -> (image, boxes)``: image float32 ``[3, size,
-  size]`` (``image_io.normalize``), boxes float32 ``[N, 4]`` (x1, y1, x2, y2) in network-input
-  pixels.
+- ``DetectionDataset(records, train, size, seed)[i] -> (image, boxes, ignore)``: image float32 ``[3,
+  size, size]`` (``image_io.normalize``), boxes float32 ``[N, 4]`` (x1, y1, x2, y2) in network-input
+  pixels, and the record's ignore regions ``[M, 4]`` mapped the same way (``augment``'s rule for
+  them). ``sample(item)`` gives the uint8 image and boxes, ``sample_with_ignore(item)`` all three.
 - ``train=True`` applies ``augment.augment`` with a generator seeded by ``(seed, epoch, index)``
   only (``np.random.default_rng([seed, epoch, index])``): a sample does not depend on the worker
   that loads it, the order of loading, or what was loaded before, so a resumed run sees exactly the
@@ -19,7 +20,8 @@
   batch drawn from ``sizes`` by ``np.random.default_rng([seed, epoch, batch_number])``: the same on
   every rank and on a resume.
 - ``collate(batch) -> (images [B, 3, S, S], gt_boxes [B, G, 4] zero-padded to the largest G in the
-  batch (G may be 0), gt_count [B] int64)``.
+  batch (G may be 0), gt_count [B] int64)``; ``collate_with_ignore(batch)`` adds ``ignore_boxes
+  [B, M, 4]`` and ``ignore_count [B]`` padded the same way (what ``DetectionLoss`` takes).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from acfd.training.data.annotations import ImageRecord
 from acfd.training.data.augment import AugmentConfig, augment, config_for_size, resize_plain
 from acfd.training.data.image_io import normalize, read_image
-from acfd.training.data.mosaic import mosaic
+from acfd.training.data.mosaic import mosaic_with_ignore
 
 
 class DetectionDataset(torch.utils.data.Dataset):
@@ -57,35 +59,44 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rec = self.records[index]
         image = read_image(rec.path)
         boxes = np.asarray(rec.boxes, np.float32).reshape(-1, 4)
+        ignore = np.asarray(rec.ignore, np.float32).reshape(-1, 4)
         if image.shape[1] != rec.width or image.shape[0] != rec.height:
             fx, fy = image.shape[1] / rec.width, image.shape[0] / rec.height
             boxes = boxes * np.array([fx, fy, fx, fy], np.float32)
-        return image, boxes
+            ignore = ignore * np.array([fx, fy, fx, fy], np.float32)
+        return image, boxes, ignore
 
     def mosaic_active(self) -> bool:
         return self.mosaic_prob > 0 and (self.mosaic_epochs is None or self.epoch < self.mosaic_epochs)
 
     def sample(self, item: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The uint8 RGB ``[S, S, 3]`` input image and float32 ``[N, 4]`` boxes of one sample."""
+        image, boxes, _ = self.sample_with_ignore(item)
+        return image, boxes
+
+    def sample_with_ignore(self, item: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`sample` plus the sample's float32 ``[M, 4]`` ignore regions."""
         index, size = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), self.size)
-        image, boxes = self._load(index)
+        image, boxes, ignore = self._load(index)
         if not self.train:
-            return resize_plain(image, boxes, self.size)
+            out, boxes = resize_plain(image, boxes, self.size)
+            return out, boxes, _scaled(ignore, image, self.size)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         cfg = config_for_size(self.augment_config, size)
         if self.mosaic_active() and rng.random() < self.mosaic_prob:
             others = rng.integers(0, len(self.records), size=3)
-            return mosaic([(image, boxes)] + [self._load(int(i)) for i in others], rng, cfg)
-        out = augment(image, boxes, rng, cfg)
-        return out.image, out.boxes
+            return mosaic_with_ignore([(image, boxes, ignore)] + [self._load(int(i)) for i in others], rng, cfg)
+        out = augment(image, boxes, rng, cfg, ignore=ignore)
+        return out.image, out.boxes, out.ignore
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        image, boxes = self.sample(item)
-        return torch.from_numpy(normalize(image)), torch.from_numpy(np.ascontiguousarray(boxes, np.float32))
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, boxes, ignore = self.sample_with_ignore(item)
+        return (torch.from_numpy(normalize(image)), torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
+                torch.from_numpy(np.ascontiguousarray(ignore, np.float32)))
 
 
 class MultiScaleBatches(torch.utils.data.Sampler):
@@ -116,11 +127,31 @@ class MultiScaleBatches(torch.utils.data.Sampler):
             yield [(i, size) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
 
 
-def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    images = torch.stack([image for image, _ in batch])
-    counts = torch.tensor([len(boxes) for _, boxes in batch], dtype=torch.int64)
-    g = int(counts.max()) if len(batch) else 0
-    gt = torch.zeros((len(batch), g, 4), dtype=torch.float32)
-    for i, (_, boxes) in enumerate(batch):
-        gt[i, : len(boxes)] = boxes
+def collate(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Samples ``(image, boxes[, ignore])`` to ``(images, gt_boxes, gt_count)``."""
+    images = torch.stack([sample[0] for sample in batch])
+    gt, counts = _pad([sample[1] for sample in batch])
     return images, gt, counts
+
+
+def collate_with_ignore(batch: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """``collate`` plus ``(ignore_boxes [B, M, 4], ignore_count [B])``."""
+    images, gt, counts = collate(batch)
+    ignore, ignore_count = _pad([sample[2] if len(sample) > 2 else torch.zeros(0, 4) for sample in batch])
+    return images, gt, counts, ignore, ignore_count
+
+
+def _pad(boxes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    counts = torch.tensor([len(b) for b in boxes], dtype=torch.int64)
+    g = int(counts.max()) if len(boxes) else 0
+    out = torch.zeros((len(boxes), g, 4), dtype=torch.float32)
+    for i, b in enumerate(boxes):
+        out[i, : len(b)] = b
+    return out, counts
+
+
+def _scaled(boxes: np.ndarray, image: np.ndarray, size: int) -> np.ndarray:
+    """Boxes of ``image`` scaled per axis to a ``size x size`` input (``resize_plain``'s rule)."""
+    h, w = image.shape[:2]
+    return (np.asarray(boxes, np.float32).reshape(-1, 4) * np.array([size / w, size / h, size / w, size / h],
+                                                                     np.float32)).astype(np.float32)

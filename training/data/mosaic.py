@@ -11,6 +11,8 @@ gives them at up to half their size (more small faces, the detector's weakest ra
 
 Boxes are moved by the same offsets as the pixels and clipped to their rectangle; a face cut so
 that less than ``MIN_VISIBLE`` of its area stays is dropped (it is no longer a face to learn).
+``mosaic_with_ignore`` takes ``(image, boxes, ignore)`` parts and also returns the ignore regions,
+clipped to their rectangles and kept while any part of them stays (the random draws are the same).
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ MIN_VISIBLE = 0.4
 
 def mosaic(parts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
            cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    canvas, boxes, _ = mosaic_with_ignore([(image, boxes, None) for image, boxes in parts], rng, cfg)
+    return canvas, boxes
+
+
+def mosaic_with_ignore(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], rng: np.random.Generator,
+                       cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(parts) != 4:
         raise ValueError(f"mosaic takes 4 images, got {len(parts)}")
     size = cfg.size
@@ -32,11 +40,11 @@ def mosaic(parts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
     regions = ((0, 0, cx, cy), (cx, 0, size, cy), (0, cy, cx, size), (cx, cy, size, size))
     canvas = np.empty((size, size, 3), np.uint8)
     canvas[:] = MEAN_RGB
-    out_boxes = []
-    for (image, boxes), (x0, y0, x1, y1) in zip(parts, regions):
+    out_boxes, out_ignore = [], []
+    for (image, boxes, ignore), (x0, y0, x1, y1) in zip(parts, regions):
         w, h = x1 - x0, y1 - y0
         side = max(w, h)
-        sub = augment(image, boxes, rng, config_for_size(cfg, side))
+        sub = augment(image, boxes, rng, config_for_size(cfg, side), ignore=ignore)
         ox, oy = int(rng.integers(0, side - w + 1)), int(rng.integers(0, side - h + 1))
         canvas[y0:y1, x0:x1] = sub.image[oy:oy + h, ox:ox + w]
         b = sub.boxes.astype(np.float64) - [ox, oy, ox, oy]
@@ -45,6 +53,10 @@ def mosaic(parts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
         seen = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
         keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]) & (seen >= MIN_VISIBLE * area)
         out_boxes.append(clipped[keep] + [x0, y0, x0, y0])
+        g = sub.ignore.astype(np.float64) - [ox, oy, ox, oy]
+        g = np.stack([g[:, 0].clip(0, w), g[:, 1].clip(0, h), g[:, 2].clip(0, w), g[:, 3].clip(0, h)], 1)
+        out_ignore.append(g[(g[:, 2] > g[:, 0]) & (g[:, 3] > g[:, 1])] + [x0, y0, x0, y0])
     boxes = np.concatenate(out_boxes).astype(np.float32).reshape(-1, 4)
     ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return canvas, boxes[ok]
+    ignore = np.concatenate(out_ignore).astype(np.float32).reshape(-1, 4)
+    return canvas, boxes[ok], ignore[(ignore[:, 2] > ignore[:, 0]) & (ignore[:, 3] > ignore[:, 1])]

@@ -10,7 +10,13 @@ Contract of :func:`average_precision`:
 * Matching, per image: detections in descending score order (stable); each takes, among the
   ground truths not matched yet, the one of highest IoU if that IoU is ``>= iou_threshold``
   (true positive), else it is a false positive. Each ground truth is matched at most once.
-  This is the greedy rule of the COCO evaluator (at one threshold, no crowd or ignore regions).
+  This is the greedy rule of the COCO evaluator at one threshold.
+* Ignore regions (``ignores[i] [M, 4]``, optional; COCO crowd, VOC difficult): a detection not
+  matched to a face is *dropped* (neither true nor false positive) when at least ``iou_threshold``
+  of its own area lies inside one ignore region (intersection over the detection's area). That
+  covers the VOC devkit's rule for difficult faces (IoU >= 0.5 with one; IoU never exceeds this
+  ratio) and COCO's for crowd regions. Ignore regions are not faces: they do not count in the recall's
+  denominator, and one region may absorb any number of detections.
 * Ranking: all detections of all images together by descending score (stable, images in the
   order given), giving precision ``TP / (TP + FP)`` and recall ``TP / faces`` after each one.
 * AP: VOC all-point interpolation, the area under the precision envelope
@@ -37,6 +43,7 @@ class APResult:
     true_positive: np.ndarray  # [D] bool
     faces: int
     detections: int
+    ignored: int = 0  # detections dropped on ignore regions (not in the arrays)
 
     @property
     def true_positives(self) -> int:
@@ -64,10 +71,24 @@ def match_image(
     return scores, tp
 
 
+def box_iof_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a), len(b)]``: the fraction of each box of ``a``'s area inside each box of ``b`` (0 for empty ``a``)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area = (np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None))[:, None]
+    return np.divide(w * h, area, out=np.zeros_like(w * h), where=area > 0)
+
+
 def match_faces(
-    boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float = 0.5
+    boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float = 0.5,
+    ignore: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`match_image` plus which ground truths were matched: ``(scores, tp [D], matched [G])``."""
+    """:func:`match_image` plus which ground truths were matched: ``(scores, tp [D], matched [G])``.
+
+    With ``ignore`` regions, the detections they absorb (module docstring) are left out of ``scores``
+    and ``tp``, which then hold the kept detections only."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     scores = scores[order]
@@ -75,15 +96,20 @@ def match_faces(
     tp = np.zeros(scores.shape[0], dtype=bool)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     taken = np.zeros(gt_boxes.shape[0], dtype=bool)
-    if gt_boxes.shape[0] == 0 or scores.shape[0] == 0:
+    if scores.shape[0] == 0:
         return scores, tp, taken
-    iou = box_iou_matrix(boxes, gt_boxes)
-    for d in range(scores.shape[0]):
-        candidates = np.where(taken, -1.0, iou[d])
-        best = int(np.argmax(candidates))
-        if candidates[best] >= iou_threshold:
-            taken[best] = True
-            tp[d] = True
+    if gt_boxes.shape[0]:
+        iou = box_iou_matrix(boxes, gt_boxes)
+        for d in range(scores.shape[0]):
+            candidates = np.where(taken, -1.0, iou[d])
+            best = int(np.argmax(candidates))
+            if candidates[best] >= iou_threshold:
+                taken[best] = True
+                tp[d] = True
+    ignore = np.zeros((0, 4)) if ignore is None else np.asarray(ignore, dtype=np.float64).reshape(-1, 4)
+    if ignore.shape[0] and scores.shape[0]:
+        absorbed = ~tp & (box_iof_matrix(boxes, ignore).max(axis=1) >= iou_threshold)
+        scores, tp = scores[~absorbed], tp[~absorbed]
     return scores, tp, taken
 
 
@@ -102,14 +128,19 @@ def average_precision(
     detections: Sequence[tuple[np.ndarray, np.ndarray]],
     ground_truths: Sequence[np.ndarray],
     iou_threshold: float = 0.5,
+    ignores: Sequence[np.ndarray] | None = None,
 ) -> APResult:
-    """AP over all images; ``detections[i] = (boxes, scores)`` and ``ground_truths[i] = boxes``."""
-    if len(detections) != len(ground_truths):
-        raise ValueError(f"average_precision: {len(detections)} detection lists for {len(ground_truths)} images")
-    faces = 0
+    """AP over all images; ``detections[i] = (boxes, scores)``, ``ground_truths[i] = boxes`` and,
+    optionally, ``ignores[i] = ignore regions``."""
+    if len(detections) != len(ground_truths) or (ignores is not None and len(ignores) != len(detections)):
+        raise ValueError(f"average_precision: {len(detections)} detection lists for {len(ground_truths)} images"
+                         + (f" and {len(ignores)} ignore lists" if ignores is not None else ""))
+    faces = given = 0
     all_scores, all_tp = [], []
-    for (boxes, scores), gt in zip(detections, ground_truths):
-        image_scores, image_tp = match_image(boxes, scores, gt, iou_threshold)
+    for i, ((boxes, scores), gt) in enumerate(zip(detections, ground_truths)):
+        given += int(np.asarray(scores).size)
+        image_scores, image_tp, _ = match_faces(boxes, scores, gt, iou_threshold,
+                                                ignores[i] if ignores is not None else None)
         all_scores.append(image_scores)
         all_tp.append(image_tp)
         faces += int(np.asarray(gt).reshape(-1, 4).shape[0])
@@ -129,4 +160,5 @@ def average_precision(
         true_positive=tp,
         faces=faces,
         detections=int(tp.size),
+        ignored=given - int(tp.size),
     )

@@ -1,6 +1,7 @@
 """``acfd eval``: AP@0.5 of a checkpoint (or of a freshly initialised preset) on a data set.
 
-``acfd eval (--weights W | --preset NAME) --data PATH [--images DIR] [--multiscale | --scales HxW...]
+``acfd eval (--weights W | --preset NAME) --data PATH [--images DIR] [--format F] [--split S (default val)]
+[--no-ignore] [--multiscale | --scales HxW...]
 [--json [OUT]] [--plot pr.png] [--limit N] [--device cpu] [--precision fp32|bf16] [--min-score S]`` prints a
 short report ending in ``mAP@0.5: 0.xxxx``, with precision, recall, F1 and the faces found per size at the
 model's display threshold (or ``--min-score``) and the best-F1 threshold;
@@ -53,14 +54,17 @@ def _scale(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from acfd.training.data.check_cli import add_format_arguments
+
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--weights", metavar="CKPT", help="checkpoint to evaluate (its preset comes with it)")
     model.add_argument("--preset", metavar="NAME", help="evaluate a freshly initialised model of this preset")
     parser.add_argument(
-        "--data", required=True, metavar="PATH", help="COCO JSON, iCartoonFace CSV, or a folder holding one"
+        "--data", required=True, metavar="PATH",
+        help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, or a folder holding one"
     )
     parser.add_argument("--images", metavar="DIR", default=None, help="image folder, if not beside the annotations")
-    parser.add_argument("--category", default=None, help="COCO category (name or id) when the file has several")
+    add_format_arguments(parser, split="val")
     scales = parser.add_mutually_exclusive_group()
     scales.add_argument(
         "--multiscale", action="store_true",
@@ -150,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(err))
     try:
         detection_set = load_detection_set(
-            data_path, images_dir=args.images, category=args.category, progress=not args.no_progress
+            data_path, images_dir=args.images, category=args.category, progress=not args.no_progress,
+            format=args.format, split=args.split, keep_ignore=not args.no_ignore,
         )
     except (ValueError, OSError) as err:  # the loader's messages name the file
         return _fail(str(err))

@@ -5,7 +5,9 @@
 * ``ap``: VOC all-point AP at IoU ``iou_threshold`` (:mod:`acfd.training.evaluation.ap`);
 * ``precision``, ``recall``, ``scores``: the ranked curve, one entry per detection (NumPy arrays);
 * ``final_precision``, ``final_recall``: at the end of the ranking;
-* ``images``, ``faces``, ``detections``, ``true_positives``;
+* ``images``, ``faces``, ``detections``, ``true_positives``; ``ignore_regions`` and ``ignored`` (the
+  detections they absorbed: neither true nor false positives; ``use_ignore=False`` scores as if the
+  set had none, so detections on them are false positives);
 * ``seconds_per_image``: wall time of inference (resize, network, post-processing) per image,
   image decoding from disk excluded;
 * ``multiscale``, ``scales`` (the ``(H, W)`` inputs run), ``iou_threshold``;
@@ -42,6 +44,7 @@ def evaluate(
     batch_size: int = 1,
     iou_threshold: float = 0.5,
     min_score: float | None = None,
+    use_ignore: bool = True,
 ) -> dict:
     """AP and timing of ``predictor`` on ``detection_set.records`` (the first ``limit`` of them)."""
     records = list(detection_set.records)[: limit if limit is not None else None]
@@ -49,6 +52,7 @@ def evaluate(
     predictor.eval()
     detections: list[tuple[np.ndarray, np.ndarray]] = []
     ground_truths: list[np.ndarray] = []
+    ignores: list[np.ndarray] = []
     skipped: list[str] = []
     seconds = 0.0
     batch_size = max(1, int(batch_size))
@@ -68,10 +72,12 @@ def evaluate(
             for record, (boxes, scores) in zip(kept, results):
                 detections.append((boxes, scores))
                 ground_truths.append(np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4))
+                ignore = getattr(record, "ignore", None) if use_ignore else None  # records may be any box holder
+                ignores.append(np.asarray([] if ignore is None else ignore, dtype=np.float32).reshape(-1, 4))
             bar.update(len(records[start : start + batch_size]))
     finally:
         bar.close()
-    result = average_precision(detections, ground_truths, iou_threshold)
+    result = average_precision(detections, ground_truths, iou_threshold, ignores)
     images = len(detections)
     return {
         "ap": result.ap,
@@ -84,6 +90,8 @@ def evaluate(
         "faces": result.faces,
         "detections": result.detections,
         "true_positives": result.true_positives,
+        "ignore_regions": int(sum(len(g) for g in ignores)),
+        "ignored": result.ignored,
         "seconds_per_image": seconds / images if images else 0.0,
         "multiscale": bool(multiscale),
         "scales": [list(s) for s in scales],
@@ -91,7 +99,7 @@ def evaluate(
         "skipped": skipped,
         "best_f1": best_f1(result.precision, result.recall, result.scores),
         "at_threshold": at_threshold(detections, ground_truths, cfg.display_threshold if min_score is None else min_score,
-                                     iou_threshold),
+                                     iou_threshold, ignores),
     }
 
 
@@ -121,6 +129,9 @@ def format_report(result: dict) -> list[str]:
         f"images: {result['images']}  faces: {result['faces']}  detections: {result['detections']}  "
         f"true positives: {result['true_positives']}"
     ]
+    if result.get("ignore_regions"):
+        lines.append(f"ignore regions: {result['ignore_regions']}  detections on them (neither hit nor miss): "
+                     f"{result['ignored']}")
     lines.append(f"scales (HxW): {scales}  s/img: {result['seconds_per_image']:.4f}")
     lines.append(f"precision: {result['final_precision']:.4f}  recall: {result['final_recall']:.4f}")
     if "at_threshold" in result:

@@ -7,6 +7,7 @@ size; and the threshold of best F1, which a model ships as its display threshold
 - ``at_threshold(detections, ground_truths, threshold)``: the detections scoring ``>= threshold``
   matched to the faces by the greedy rule of ``ap.match_image`` (``ap.match_faces``); precision, recall, F1, and the
   recall of faces in each size bin (side = sqrt(w * h) in original pixels: < 32, 32-96, >= 96).
+  Detections absorbed by ignore regions (``ignores``, as in ``ap``) count as neither.
 """
 
 from __future__ import annotations
@@ -42,18 +43,20 @@ def at_threshold(
     ground_truths: Sequence[np.ndarray],
     threshold: float,
     iou_threshold: float = 0.5,
+    ignores: Sequence[np.ndarray] | None = None,
 ) -> dict:
     tp = fp = 0
     found = {name: 0 for name, _, _ in SIZE_BINS}
     total = {name: 0 for name, _, _ in SIZE_BINS}
-    for (boxes, scores), gt in zip(detections, ground_truths):
+    for i, ((boxes, scores), gt) in enumerate(zip(detections, ground_truths)):
         scores = np.asarray(scores, np.float64).reshape(-1)
         keep = scores >= threshold
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[keep]
         gt = np.asarray(gt, np.float64).reshape(-1, 4)
-        _, _, matched = match_faces(boxes, scores[keep], gt, iou_threshold)
+        _, kept, matched = match_faces(boxes, scores[keep], gt, iou_threshold,
+                                       ignores[i] if ignores is not None else None)
         tp += int(matched.sum())
-        fp += len(boxes) - int(matched.sum())
+        fp += len(kept) - int(matched.sum())
         side = np.sqrt(np.clip(gt[:, 2] - gt[:, 0], 0, None) * np.clip(gt[:, 3] - gt[:, 1], 0, None))
         for name, lo, hi in SIZE_BINS:
             in_bin = (side >= lo) & (side < hi)
