@@ -8,14 +8,15 @@ Contract (``acfd demo [IMAGES...] [--weights W] [--out DIR] [--scenes N] [--seed
 4. send ``N`` generated cartoon scenes (seeded, 640x384 to 960x540) and every given image (files, or
    folders searched recursively) through the gRPC client one request at a time (after one warm-up
    request), and write each answered image with its boxes and scores to ``DIR/images/*.png``;
-5. stop the server (also on Ctrl-C, SIGTERM or an error), then run the same images in process with
-   PyTorch (the same fused network, decoding and post-processing; one warm-up image) for timing;
+5. stop the server (also on Ctrl-C, SIGTERM or an error), then run the same images in process
+   (``acfd.inference.pipeline.InProcessPipeline``: the same export, engine, decoding and
+   post-processing; one warm-up image) for timing;
 6. write ``DIR/summary.json``, print a one-screen summary, and print where the output went as the
    last line. Without ``--keep`` ``DIR/export`` and ``DIR/repo`` are removed at the end.
 
 ``summary.json``: ``weights``, ``preset``, ``min_score``, ``seed``, ``test_scales``, ``server``
 (``grpc_url``, ``ports``, ``startup_s``, ``log``), ``latency`` (``server_mean_ms``,
-``in_process_mean_ms``, ``ratio`` = server / in-process, ``images`` timed, ``torch_threads``,
+``in_process_mean_ms``, ``ratio`` = server / in-process, ``images`` timed, ``engine``,
 ``omp_wait_policy`` (PASSIVE unless set: see ``run``), and
 ``load_average`` at the start with ``cpus``: a busy machine makes both timings noisy) and ``images``,
 one entry per image in the order sent: ``name``, ``source``, ``annotated`` (``images/NAME`` or null),
@@ -126,7 +127,7 @@ def demo(args: argparse.Namespace, started: float) -> dict:
     if args.min_score is None:
         args.min_score = preset.inference.display_threshold
     server_info = serve_and_detect(out, items, args.min_score)
-    time_in_process(weights, items, args.min_score)
+    server_info["engine"] = time_in_process(out / "export", items, args.min_score)
     if not args.keep:
         shutil.rmtree(out / "export", ignore_errors=True)
         shutil.rmtree(out / "repo", ignore_errors=True)
@@ -292,35 +293,28 @@ def detect_on_server(server, items: list[DemoImage], images_dir: Path, min_score
             raise DemoError(str(err)) from None
 
 
-def time_in_process(weights: Path, items: list[DemoImage], min_score: float) -> None:
-    """Step 5: the answered images through the fused PyTorch predictor here (decode included)."""
-    import torch
+def time_in_process(export_dir: Path, items: list[DemoImage], min_score: float) -> str:
+    """Step 5: the answered images through the served pipeline in this process (the export, the
+    server's engine, decode and post-processing: ``InProcessPipeline``); returns the engine's name."""
     from tqdm import tqdm
 
-    from acfd.training.checkpoint import load_model
-    from acfd.training.data.image_io import decode_image
-    from acfd.training.evaluation.inference import detect
-    from acfd.training.export import fuse_copy
-    from acfd.training.model import Predictor
+    from acfd.inference.pipeline import InProcessPipeline
 
+    pipeline = InProcessPipeline(export_dir)  # the default engine, as the repository was built with
     todo = [item for item in items if item.server_s is not None and item.error is None]
-    _say(f"[5/5] timing the same {len(todo)} images in process with PyTorch ({torch.get_num_threads()} threads)")
+    _say(f"[5/5] timing the same {len(todo)} images in process ({pipeline.engine.describe()})")
     if not todo:
-        return
-    model, preset, _ = load_model(weights)
-    predictor = Predictor(fuse_copy(model)).eval()
-    cfg = preset.inference
-    detect(predictor, decode_image(todo[0].data), cfg.test_scales, cfg)  # warm-up, as on the server
-    for item in tqdm(todo, desc="pytorch", unit="img", disable=None, file=sys.stderr):
+        return pipeline.engine.describe()
+    pipeline(todo[0].data)  # warm-up, as on the server
+    for item in tqdm(todo, desc="in process", unit="img", disable=None, file=sys.stderr):
         begin = time.perf_counter()
-        _, scores = detect(predictor, decode_image(item.data, name=item.source), cfg.test_scales, cfg)
+        _, scores = pipeline(item.data)
         item.in_process_s = time.perf_counter() - begin
         item.in_process_faces = int((scores >= min_score).sum())
+    return pipeline.engine.describe()
 
 
 def build_summary(args, weights: Path, preset, server_info: dict, items: list[DemoImage], load_average: float) -> dict:
-    import torch
-
     from acfd.training.evaluation.ap import match_image
 
     records = []
@@ -361,7 +355,7 @@ def build_summary(args, weights: Path, preset, server_info: dict, items: list[De
             "in_process_mean_ms": _ms(local_mean),
             "ratio": round(server_mean / local_mean, 3) if timed and local_mean > 0 else None,
             "images": len(timed),
-            "torch_threads": torch.get_num_threads(),
+            "engine": server_info.get("engine"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average": round(load_average, 2),
             "cpus": len(os.sched_getaffinity(0)),
@@ -374,7 +368,7 @@ def print_summary(summary: dict) -> None:
     """The one-screen table: per image faces and latencies, then the means and their ratio."""
     rows = summary["images"]
     width = min(max([len(r["name"] or r["source"]) for r in rows] + [5]), 40)
-    print(f"\n{'image':<{width}}  {'size':>9}  {'faces':>5}  {'labelled':>8}  {'server ms':>9}  {'pytorch ms':>10}")
+    print(f"\n{'image':<{width}}  {'size':>9}  {'faces':>5}  {'labelled':>8}  {'server ms':>9}  {'local ms':>10}")
     for r in rows[:TABLE_ROWS]:
         name = (r["name"] or r["source"])[-width:]
         if r["error"]:
@@ -396,7 +390,8 @@ def print_summary(summary: dict) -> None:
     if lat["images"]:
         print(
             f"mean latency over {lat['images']} images: Triton server {lat['server_mean_ms']:.1f} ms, "
-            f"in-process PyTorch {lat['in_process_mean_ms']:.1f} ms (server / in-process = {lat['ratio']:.2f}x)"
+            f"in process {lat['in_process_mean_ms']:.1f} ms (server / in-process = {lat['ratio']:.2f}x; "
+            f"both {lat['engine']})"
         )
         if lat["load_average"] > 0.5 * lat["cpus"]:
             print(f"note: the machine is busy (load average {lat['load_average']:g} on {lat['cpus']} CPUs): both timings are noisy")

@@ -6,30 +6,37 @@ and the ``acfd`` ensemble) into ``out`` and adds the generated artefacts:
 
 * every model's version folder gets a copy of the manifest, ``1/export.json`` (scales, thresholds,
   normalisation, tensor names are read from it at load time; nothing is typed twice);
-* ``--target cpu``: ``detector/1/model.onnx`` and the python-backend detector (ONNX Runtime);
+* ``--target cpu``: the python-backend detector with the model file of its CPU engine
+  (``--engine``, ``acfd.inference.engines``: ``detector/1/model.onnx``, or ``model.int8.onnx``
+  for the int8 engines), the engine and its thread count written as the detector's config
+  parameters ``engine`` and ``threads``;
 * ``--target tensorrt``: ``detector/1/model.plan`` and ``detector/config.pbtxt`` from
   ``config.tensorrt.pbtxt`` (``platform: "tensorrt_plan"``) with the engine's ``max_batch``; the
   ensemble's ``max_batch_size`` is lowered to match when the engine's is smaller.
 
-Only the four model folders inside ``out`` are replaced; anything else there is left alone.
+Instance counts of the member models are the templates' (chosen for a 2-core box, see their
+``config.pbtxt``) unless ``instances`` overrides them. Only the four model folders inside ``out``
+are replaced; anything else there is left alone.
 Problems a user can cause raise ``RepoError`` with one line naming the file and the problem.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from acfd.inference import manifest as manifest_io
+from acfd.inference.engines import DEFAULT_ENGINE, ENGINES, EngineError, model_file
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
 MODELS = ("preprocess", "detector", "postprocess", "acfd")
 TARGETS = ("cpu", "tensorrt")
-MANIFEST_FILE = "export.json"
+MANIFEST_FILE = manifest_io.MANIFEST_FILE
 TENSORRT_TEMPLATE = "config.tensorrt.pbtxt"
 _MAX_BATCH = re.compile(r"^max_batch_size:\s*(\d+)\s*$", re.M)
-_REQUIRED = ("onnx", "normalization", "test_scales", "postprocess")
+_INSTANCE_COUNT = re.compile(r"(instance_group\s*\[\s*\{[^}]*?count:\s*)(\d+)", re.S)
 
 
 class RepoError(ValueError):
@@ -37,31 +44,59 @@ class RepoError(ValueError):
 
 
 def read_manifest(export_dir: str | Path) -> dict[str, Any]:
-    """The export manifest ``export_dir/export.json``, checked for the keys serving reads."""
+    """The export manifest ``export_dir/export.json``, checked for what serving reads."""
     path = Path(export_dir) / MANIFEST_FILE
     if not Path(export_dir).is_dir():
         raise RepoError(f"{export_dir}: export directory not found (make one with `acfd export`)")
-    if not path.is_file():
-        raise RepoError(f"{path}: no export manifest (is {export_dir} an `acfd export` output?)")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RepoError(f"{path}: not a readable JSON manifest ({err})") from err
-    if not isinstance(manifest, dict):
-        raise RepoError(f"{path}: manifest is not a JSON object")
-    missing = [key for key in _REQUIRED if key not in manifest]
-    if missing:
-        raise RepoError(f"{path}: manifest lacks {missing}")
+        manifest = manifest_io.read_manifest(export_dir)
+    except manifest_io.ManifestError as err:
+        raise RepoError(str(err)) from err
     scales = manifest["test_scales"]
     if not (isinstance(scales, list) and len(scales) == 3 and all(len(s) == 2 for s in scales)):
         raise RepoError(f"{path}: test_scales must be three (height, width) pairs, got {scales!r}")
     return manifest
 
 
-def build_repository(export_dir: str | Path, out: str | Path, target: str = "cpu", templates: Path = TEMPLATE_DIR) -> Path:
-    """Write a complete model repository for ``export_dir`` into ``out``; returns ``out``."""
+def parse_instances(text: str | None) -> dict[str, int]:
+    """``"preprocess=2,detector=1"`` -> ``{"preprocess": 2, "detector": 1}``; ``RepoError`` names a bad entry."""
+    counts: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in MODELS[:3]:
+            raise RepoError(f"--instances {item!r}: model must be one of {list(MODELS[:3])}")
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise RepoError(f"--instances {item!r}: want MODEL=N with N >= 1")
+        counts[name] = count
+    return counts
+
+
+def build_repository(
+    export_dir: str | Path,
+    out: str | Path,
+    target: str = "cpu",
+    templates: Path = TEMPLATE_DIR,
+    engine: str = DEFAULT_ENGINE,
+    threads: int = 0,
+    instances: dict[str, int] | None = None,
+) -> Path:
+    """Write a complete model repository for ``export_dir`` into ``out``; returns ``out``.
+
+    ``engine`` and ``threads`` (0: every core the server may use) set the CPU detector;
+    ``instances`` maps member model names to instance counts."""
     if target not in TARGETS:
         raise RepoError(f"--target {target!r}: choose one of {list(TARGETS)}")
+    if engine not in ENGINES:
+        raise RepoError(f"--engine {engine!r}: choose one of {list(ENGINES)}")
+    if threads < 0:
+        raise RepoError(f"--threads {threads}: want 0 (every core) or more")
     export_dir, out = Path(export_dir), Path(out)
     manifest = read_manifest(export_dir)
     if not all((templates / model / "config.pbtxt").is_file() for model in MODELS):
@@ -72,9 +107,12 @@ def build_repository(export_dir: str | Path, out: str | Path, target: str = "cpu
         raise RepoError(f"--out {out}: exists and is not a folder")
 
     if target == "cpu":
-        artefact = export_dir / manifest["onnx"].get("file", "model.onnx")
+        try:
+            artefact = export_dir / model_file(manifest, engine)
+        except EngineError as err:
+            raise RepoError(f"{export_dir}: {err}") from err
         if not artefact.is_file():
-            raise RepoError(f"{artefact}: the export has no ONNX model")
+            raise RepoError(f"{artefact}: the export has no model file for engine {engine}")
     else:
         trt = manifest.get("tensorrt")
         if not trt:
@@ -94,15 +132,33 @@ def build_repository(export_dir: str | Path, out: str | Path, target: str = "cpu
     detector = out / "detector"
     if target == "cpu":
         shutil.copy2(artefact, detector / "1" / artefact.name)
+        config = detector / "config.pbtxt"
+        text = _set_parameter(config.read_text(), "engine", engine)
+        config.write_text(_set_parameter(text, "threads", str(int(threads))))
     else:
         (detector / "1" / "model.py").unlink(missing_ok=True)
         engine_batch = int(manifest["tensorrt"].get("max_batch", 8))
         config = (templates / "detector" / TENSORRT_TEMPLATE).read_text()
         (detector / "config.pbtxt").write_text(_MAX_BATCH.sub(f"max_batch_size: {engine_batch}", config, count=1))
         shutil.copy2(artefact, detector / "1" / "model.plan")
+    for model, count in (instances or {}).items():
+        config = out / model / "config.pbtxt"
+        text, replaced = _INSTANCE_COUNT.subn(lambda m: f"{m.group(1)}{count}", config.read_text(), count=1)
+        if not replaced:
+            raise RepoError(f"{config}: no instance_group count to set for --instances {model}={count}")
+        config.write_text(text)
     _limit_ensemble_batch(out)
     _publish_display_threshold(out, manifest)
     return out
+
+
+def _set_parameter(config_text: str, key: str, value: str) -> str:
+    """``config_text`` with the string value of parameter ``key`` replaced (it must be there)."""
+    pattern = re.compile(r'(key:\s*"' + re.escape(key) + r'"\s*value:\s*\{\s*string_value:\s*")[^"]*(")')
+    text, count = pattern.subn(lambda m: m.group(1) + value + m.group(2), config_text, count=1)
+    if not count:
+        raise RepoError(f"detector config template has no parameter {key!r}")
+    return text
 
 
 def _publish_display_threshold(out: Path, manifest: dict) -> None:

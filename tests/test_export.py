@@ -38,11 +38,14 @@ STRIDES = (4, 8, 16, 32, 64, 128)
 SCALES = [(640, 640), (480, 645), (640, 860), (800, 1075)]  # single scale + the paper's test scales
 
 
+def random_pixels(batch: int, height: int, width: int, seed: int) -> np.ndarray:
+    """Uniformly random uint8 RGB pixels ``[batch, height, width, 3]``: what the exported graph takes."""
+    return np.random.default_rng(seed).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+
+
 def random_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
-    """Normalised network input made from uniformly random uint8 RGB pixels."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-    return np.stack([image_io.normalize(p) for p in pixels])
+    """The same pixels normalised: the PyTorch network's input ``[batch, 3, height, width]``."""
+    return np.stack([image_io.normalize(p) for p in random_pixels(batch, height, width, seed)])
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -112,6 +115,7 @@ def test_cli_writes_model_and_manifest(exported):
 def test_manifest_values(exported):
     manifest = json.loads((exported["out"] / "export.json").read_text())
     preset = exported["preset"]
+    assert manifest["format_version"] == 2
     assert manifest["acfd_version"] == acfd.__version__
     assert manifest["preset"] == "tiny"
     assert manifest["preset_config"] == json.loads(json.dumps(preset.to_dict()))
@@ -123,6 +127,7 @@ def test_manifest_values(exported):
     assert manifest["onnx"]["file"] == "model.onnx"
     assert manifest["onnx"]["opset"] == 17
     assert manifest["onnx"]["input"] == "images"
+    assert (manifest["onnx"]["input_dtype"], manifest["onnx"]["input_layout"]) == ("uint8", "NHWC")
     assert manifest["onnx"]["outputs"] == ["scores", "boxes"]
     assert set(manifest["onnx"]["output_meaning"]) == {"scores", "boxes"}
     assert manifest["normalization"] == {
@@ -138,7 +143,7 @@ def test_manifest_values(exported):
     assert manifest["anchors_per_scale"] == {f"{h}x{w}": expected_anchor_count(h, w) for h, w in SCALES}
     assert manifest["postprocess"] == {"score_threshold": 0.08, "pre_nms_topk": 1000, "nms_iou": 0.55, "max_detections": 100,
                                        "display_threshold": 0.5}
-    assert manifest["tensorrt"] is None
+    assert manifest["tensorrt"] is None and manifest["int8"] is None
 
 
 def test_graph_is_valid_fused_and_dynamic(exported):
@@ -154,13 +159,15 @@ def test_graph_is_valid_fused_and_dynamic(exported):
     assert deploy_calls < conv_calls(exported["model"])
     dims = graph.input[0].type.tensor_type.shape.dim
     assert graph.input[0].name == "images"
-    assert [d.dim_param for d in dims] == ["batch", "", "height", "width"] and dims[1].dim_value == 3
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param for d in dims] == ["batch", "height", "width", ""] and dims[3].dim_value == 3
     assert [o.name for o in graph.output] == ["scores", "boxes"]
 
 
 @pytest.mark.parametrize("height,width", SCALES)
 def test_onnxruntime_matches_train_form(exported, session, height, width):
-    images = random_images(4, height, width, seed=height * 10_000 + width)
+    pixels = random_pixels(4, height, width, seed=height * 10_000 + width)
+    images = random_images(4, height, width, seed=height * 10_000 + width)  # the same, normalised
     # The train form in eval mode handles every image independently, so one batch-4 reference
     # serves both the batch-4 and the batch-1 (first image) ONNX Runtime runs.
     with torch.no_grad():
@@ -168,7 +175,7 @@ def test_onnxruntime_matches_train_form(exported, session, height, width):
     count = expected_anchor_count(height, width)
     assert ref_scores.shape == (4, count)
     for batch in (4, 1):
-        scores, boxes = session.run(["scores", "boxes"], {"images": images[:batch]})
+        scores, boxes = session.run(["scores", "boxes"], {"images": pixels[:batch]})
         assert scores.shape == (batch, count) and boxes.shape == (batch, count, 4)
         assert scores.dtype == np.float32 and boxes.dtype == np.float32
         np.testing.assert_allclose(scores, ref_scores[:batch], rtol=0, atol=1e-4)
@@ -186,16 +193,16 @@ def test_self_check_catches_a_size_frozen_by_tracing(tmp_path):
         """Right at the traced size only: int() turns the anchor count into a graph constant."""
 
         def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            count = expected_anchor_count(int(images.shape[2]), int(images.shape[3]))
-            level = images.mean()
+            count = expected_anchor_count(int(images.shape[1]), int(images.shape[2]))
+            level = images.float().mean()
             scores = torch.sigmoid(level + torch.zeros(images.shape[0], count))
             return scores, level + torch.zeros(images.shape[0], count, 4)
 
     path = tmp_path / "frozen.onnx"
-    trace_onnx(FrozenAnchors(), path, 17, example_shape=(2, 3, 64, 96))
+    trace_onnx(FrozenAnchors(), path, 17, example_shape=(2, 64, 96, 3))
     # 513 anchors at 64 x 96; 2244 + 561 + 153 + 45 + 15 + 6 = 3024 at 136 x 264
-    with pytest.raises(ExportError, match=r"frozen.onnx: at input \[1, 3, 136, 264\] .* scores \[1, 513\] .* want \[1, 3024\]"):
-        verify_onnx(path, FrozenAnchors(), load_preset("tiny"), shape=(1, 3, 136, 264))
+    with pytest.raises(ExportError, match=r"frozen.onnx: at input \[1, 136, 264, 3\] .* scores \[1, 513\] .* want \[1, 3024\]"):
+        verify_onnx(path, FrozenAnchors(), load_preset("tiny"), shape=(1, 136, 264, 3))
 
 
 # ----------------------------------------------------------------------------------- bad input

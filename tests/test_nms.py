@@ -131,3 +131,51 @@ def test_cupy_matches_numpy(seed):
         got = nms(cupy.asarray(boxes), cupy.asarray(scores), threshold)
         assert isinstance(got, cupy.ndarray) and got.dtype == cupy.int64
         assert cupy.asnumpy(got).tolist() == expected.tolist()
+        for max_keep in (0, 1, 100):
+            first = nms(cupy.asarray(boxes), cupy.asarray(scores), threshold, max_keep=max_keep)
+            assert cupy.asnumpy(first).tolist() == expected[:max_keep].tolist()
+
+
+def crowded(rng, n, faces, extent=1000.0):
+    """``n`` jittered candidates around ``faces`` boxes: what a detector's merged scales look like."""
+    centres = rng.uniform(0, extent, (faces, 2))
+    sides = rng.uniform(10, 80, faces)
+    owner = rng.integers(0, faces, n)
+    xy = centres[owner] + rng.normal(0, 0.15, (n, 2)) * sides[owner, None]
+    wh = sides[owner, None] * rng.uniform(0.8, 1.2, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32), rng.random(n).astype(np.float32)
+
+
+@pytest.mark.parametrize("faces", [1, 10, 200, 3000])
+@pytest.mark.parametrize("max_keep", [1, 7, 100])
+def test_stopping_at_max_keep_gives_the_full_run_cut(faces, max_keep):
+    rng = np.random.default_rng(faces * 100 + max_keep)
+    boxes, scores = crowded(rng, 3000, faces)
+    full = nms(boxes, scores, 0.55)
+    first = nms(boxes, scores, 0.55, max_keep=max_keep)
+    assert first.dtype == np.int64
+    assert first.tolist() == full[:max_keep].tolist()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_stopping_early_on_ties_and_identical_boxes(seed, threshold):
+    rng = np.random.default_rng(seed)
+    boxes, scores = tie_heavy(rng, 500)
+    expected = reference_nms(boxes, scores, threshold)
+    for max_keep in (1, 3, len(expected), len(expected) + 5, 10_000):
+        assert nms(boxes, scores, threshold, max_keep=max_keep).tolist() == expected[:max_keep]
+
+
+def test_stopping_early_with_degenerate_wide_and_inverted_boxes():
+    rng = np.random.default_rng(7)
+    boxes = random_boxes(rng, 400, extent=300.0)
+    boxes[::7, 2] = boxes[::7, 0]  # zero width
+    boxes[::11] = boxes[::11][:, [2, 3, 0, 1]]  # inverted (x2 < x1): no area, suppresses nothing
+    boxes[5] = [-1e4, -1e4, 1e4, 1e4]  # one box wider than everything: every slice reaches it
+    scores = rng.random(400).astype(np.float32)
+    scores[::13] = 0.5  # ties
+    expected = reference_nms(boxes, scores, 0.3)
+    for max_keep in (0, 1, 50, len(expected)):
+        assert nms(boxes, scores, 0.3, max_keep=max_keep).tolist() == expected[:max_keep]
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5, max_keep=5).tolist() == []

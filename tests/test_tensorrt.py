@@ -31,22 +31,22 @@ HAVE_GPU = torch.cuda.is_available()
 def test_one_profile_spans_every_scale():
     (profile,) = optimization_profiles(InferenceConfig(), max_batch=8)
     # heights 480..800 and widths 640 (single scale 640x640) .. 1075; tuned at the middle test scale
-    assert profile == ShapeProfile(min=(1, 3, 480, 640), opt=(1, 3, 640, 860), max=(8, 3, 800, 1075))
+    assert profile == ShapeProfile(min=(1, 480, 640, 3), opt=(1, 640, 860, 3), max=(8, 800, 1075, 3))
     for h, w in [(480, 645), (640, 860), (800, 1075), (640, 640)]:
-        assert profile.covers((8, 3, h, w)) and profile.covers((1, 3, h, w))
-    assert not profile.covers((9, 3, 640, 640))
-    assert not profile.covers((1, 3, 801, 1075))
+        assert profile.covers((8, h, w, 3)) and profile.covers((1, h, w, 3))
+    assert not profile.covers((9, 640, 640, 3))
+    assert not profile.covers((1, 801, 1075, 3))
 
 
 def test_per_scale_profiles():
     profiles = optimization_profiles(InferenceConfig(), max_batch=4, mode="per-scale", opt_batch=2)
     assert profiles == [
-        ShapeProfile((1, 3, 480, 645), (2, 3, 480, 645), (4, 3, 480, 645)),
-        ShapeProfile((1, 3, 640, 860), (2, 3, 640, 860), (4, 3, 640, 860)),
-        ShapeProfile((1, 3, 800, 1075), (2, 3, 800, 1075), (4, 3, 800, 1075)),
-        ShapeProfile((1, 3, 640, 640), (2, 3, 640, 640), (4, 3, 640, 640)),
+        ShapeProfile((1, 480, 645, 3), (2, 480, 645, 3), (4, 480, 645, 3)),
+        ShapeProfile((1, 640, 860, 3), (2, 640, 860, 3), (4, 640, 860, 3)),
+        ShapeProfile((1, 800, 1075, 3), (2, 800, 1075, 3), (4, 800, 1075, 3)),
+        ShapeProfile((1, 640, 640, 3), (2, 640, 640, 3), (4, 640, 640, 3)),
     ]
-    assert profiles[0].to_dict() == {"input": "images", "min": [1, 3, 480, 645], "opt": [2, 3, 480, 645], "max": [4, 3, 480, 645]}
+    assert profiles[0].to_dict() == {"input": "images", "min": [1, 480, 645, 3], "opt": [2, 480, 645, 3], "max": [4, 480, 645, 3]}
 
 
 def test_profile_mode_and_batch_are_checked():
@@ -59,15 +59,15 @@ def test_profile_mode_and_batch_are_checked():
 
 
 def test_trtexec_command_line():
-    profiles = [ShapeProfile((1, 3, 480, 640), (1, 3, 640, 860), (8, 3, 800, 1075))]
+    profiles = [ShapeProfile((1, 480, 640, 3), (1, 640, 860, 3), (8, 800, 1075, 3))]
     line = trtexec_command("e/model.onnx", "e/model.plan", profiles, fp16=True, timing_cache="/c/t.cache", workspace_mib=4096)
     assert shlex.split(line) == [
         "trtexec",
         "--onnx=e/model.onnx",
         "--saveEngine=e/model.plan",
-        "--minShapes=images:1x3x480x640",
-        "--optShapes=images:1x3x640x860",
-        "--maxShapes=images:8x3x800x1075",
+        "--minShapes=images:1x480x640x3",
+        "--optShapes=images:1x640x860x3",
+        "--maxShapes=images:8x800x1075x3",
         "--fp16",
         "--memPoolSize=workspace:4096M",
         "--timingCacheFile=/c/t.cache",
@@ -189,7 +189,7 @@ def test_build_engine_drives_the_tensorrt_api(tiny_checkpoint, tmp_path, monkeyp
     cache = tmp_path / "cache" / "timing.cache"
     manifest = export_model(tiny_checkpoint, tmp_path / "e", tensorrt=True, fp16=True, max_batch=4,
                             progress=False, timing_cache=cache, verify=False)
-    want_profile = ("images", (1, 3, 480, 640), (1, 3, 640, 860), (4, 3, 800, 1075))
+    want_profile = ("images", (1, 480, 640, 3), (1, 640, 860, 3), (4, 800, 1075, 3))
     assert fake.calls["onnx"] == str(tmp_path / "e" / "model.onnx")
     assert fake.calls["profiles"] == [want_profile] and fake.calls["flags"] == ["fp16"]
     assert fake.calls["workspace"] == 4096 << 20
@@ -199,7 +199,7 @@ def test_build_engine_drives_the_tensorrt_api(tiny_checkpoint, tmp_path, monkeyp
     assert on_disk["tensorrt"] == manifest["tensorrt"]
     assert manifest["tensorrt"]["file"] == "model.plan" and manifest["tensorrt"]["fp16"] is True
     assert manifest["tensorrt"]["max_batch"] == 4
-    assert manifest["tensorrt"]["profiles"] == [{"input": "images", "min": [1, 3, 480, 640], "opt": [1, 3, 640, 860], "max": [4, 3, 800, 1075]}]
+    assert manifest["tensorrt"]["profiles"] == [{"input": "images", "min": [1, 480, 640, 3], "opt": [1, 640, 860, 3], "max": [4, 800, 1075, 3]}]
     assert manifest["tensorrt"]["trtexec"].startswith("trtexec --onnx=")
     assert "trtexec --onnx=" in capsys.readouterr().out  # the equivalent command is printed
 
@@ -256,7 +256,7 @@ def test_fp16_engine_matches_onnxruntime(tiny_checkpoint, tmp_path, mode, capsys
     session = onnx_session(out / "model.onnx")
     rng = np.random.default_rng(1)
     for h, w in manifest["test_scales"] + [manifest["single_scale"]]:
-        images = np.stack([image_io.normalize(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for _ in range(2)])
+        images = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)  # the graph takes uint8 NHWC pixels
         got = _run_engine(plan, images)
         scores, boxes = session.run(["scores", "boxes"], {"images": images})
         assert got["scores"].shape == scores.shape and got["boxes"].shape == boxes.shape

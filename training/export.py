@@ -2,15 +2,20 @@
 
 Contract of the export directory (read by serving and the demo; keep it exactly):
 
-* ``DIR/model.onnx``: the fused ``Predictor``. Input ``images`` float32 ``[batch, 3, height, width]``
-  (all three dynamic), RGB normalised as in ``acfd.training.data.image_io``. Outputs ``scores``
+* ``DIR/model.onnx``: the fused ``Predictor`` behind ``PixelPredictor``. Input ``images`` uint8
+  ``[batch, height, width, 3]`` (all three dynamic): RGB pixels resized to the scale, cast,
+  transposed and normalised as in ``acfd.training.data.image_io`` inside the graph. Outputs ``scores``
   float32 ``[batch, A]`` (sigmoid face probability per anchor) and ``boxes`` float32 ``[batch, A, 4]``
   (x1, y1, x2, y2 in input pixels), ``A`` the anchor count at that height x width. Anchors are
   computed in-graph, so post-processing is only threshold, top-k and NMS.
 * ``DIR/export.json``: the manifest (see ``build_manifest``): preset, normalisation, scales, strides,
   anchor counts, post-processing defaults, source checkpoint hash, opset, and the TensorRT build
   settings (or ``null``). Every value comes from the preset and ``acfd.training.anchors``.
+* ``DIR/model.int8.onnx``: the same graph with its convolutions quantized to int8 (static QDQ,
+  calibrated on named or generated images), only when asked for (``acfd.training.quantize``).
 * ``DIR/model.plan``: the TensorRT engine, only when asked for (``acfd.training.tensorrt_build``).
+
+``FORMAT_VERSION`` is written into the manifest; readers refuse another version with one line.
 
 Steps: load the checkpoint, copy and fuse the network (ACB branches and every BatchNorm folded
 into plain convolutions), trace it with the TorchScript ONNX exporter (``dynamo=False``: the
@@ -44,12 +49,15 @@ from torch import nn
 
 import acfd
 from acfd.atomic_file import publish
+from acfd.inference import manifest as manifest_io
 from acfd.training.anchors import anchor_count
 from acfd.training.config import Preset
 from acfd.training.data import image_io
 
+FORMAT_VERSION = manifest_io.FORMAT_VERSION  # 2: uint8 NHWC pixels, normalised in the graph
 ONNX_FILE = "model.onnx"
-MANIFEST_FILE = "export.json"
+INT8_FILE = "model.int8.onnx"
+MANIFEST_FILE = manifest_io.MANIFEST_FILE
 PLAN_FILE = "model.plan"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("scores", "boxes")
@@ -58,7 +66,7 @@ OUTPUT_MEANING = {
     "boxes": "float32 [batch, anchors, 4]: decoded box (x1, y1, x2, y2) of each anchor in input pixels",
 }
 DYNAMIC_AXES = {
-    INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+    INPUT_NAME: {0: "batch", 1: "height", 2: "width"},
     "scores": {0: "batch", 1: "anchors"},
     "boxes": {0: "batch", 1: "anchors"},
 }
@@ -75,8 +83,8 @@ _VERIFY_NOISE_FACTOR = 10.0
 # The graph is traced at TRACE_SHAPE and checked at VERIFY_SHAPE: both small (tracing runs the
 # network once), non-square, and different in batch, height and width, so that a size recorded as a
 # constant by the tracer cannot go unnoticed. Neither is a multiple of the largest stride.
-TRACE_SHAPE = (2, 3, 288, 416)
-VERIFY_SHAPE = (1, 3, 136, 264)
+TRACE_SHAPE = (2, 288, 416, 3)  # NHWC, as the graph takes it
+VERIFY_SHAPE = (1, 136, 264, 3)
 
 
 class ExportError(ValueError):
@@ -135,7 +143,7 @@ def export_model_from_module(
     verify: bool = True,
 ) -> dict[str, Any]:
     """Export an in-memory ``ACFD`` network (train or deploy form; it is copied, not changed)."""
-    from acfd.training.model import Predictor
+    from acfd.training.model import PixelPredictor, Predictor
 
     _check_options(opset, tensorrt, fp16, max_batch)
     trt_build = None
@@ -147,7 +155,7 @@ def export_model_from_module(
     out_dir = Path(out_dir)
     with _progress(total=4 + int(verify) + int(tensorrt), enabled=progress) as step:
         step("fuse")
-        predictor = Predictor(fuse_copy(model)).eval()
+        predictor = PixelPredictor(Predictor(fuse_copy(model))).eval()
         step("onnx")
         _make_dir(out_dir)
         onnx_path = out_dir / ONNX_FILE
@@ -158,7 +166,8 @@ def export_model_from_module(
             if verify:
                 step("verify")
                 verify_onnx(tmp, predictor, preset, shape=VERIFY_SHAPE, name=onnx_path)
-        (out_dir / PLAN_FILE).unlink(missing_ok=True)  # an engine of an earlier export no longer matches
+        for stale in (PLAN_FILE, INT8_FILE):  # artefacts of an earlier export no longer match
+            (out_dir / stale).unlink(missing_ok=True)
         step("manifest")
         manifest = build_manifest(preset, opset, checkpoint)
         write_manifest(out_dir, manifest)  # usable as an ONNX-only export even if the engine fails
@@ -190,7 +199,7 @@ def trace_onnx(predictor: nn.Module, path: Path, opset: int, example_shape: tupl
     exporter's deprecation and tracer warnings are silenced: ``verify_onnx`` runs the graph at
     another shape, which is what those warnings are about.
     """
-    example = torch.zeros(example_shape)
+    example = torch.zeros(example_shape, dtype=torch.uint8)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -226,10 +235,13 @@ def check_onnx(path: str | Path, name: str | Path | None = None) -> None:
     outputs = [o.name for o in model.graph.output]
     if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
         raise ExportError(f"{name}: graph has inputs {inputs} and outputs {outputs}, want [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}")
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    fixed = [i for i in (0, 2, 3) if not dims[i].dim_param]
-    if len(dims) != 4 or fixed:
-        raise ExportError(f"{name}: input {INPUT_NAME!r} has fixed dimension(s) {fixed}; batch, height and width must be dynamic")
+    tensor_type = model.graph.input[0].type.tensor_type
+    if tensor_type.elem_type != onnx.TensorProto.UINT8:
+        raise ExportError(f"{name}: input {INPUT_NAME!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, want UINT8 pixels")
+    dims = tensor_type.shape.dim
+    fixed = [i for i in (0, 1, 2) if len(dims) == 4 and not dims[i].dim_param]
+    if len(dims) != 4 or fixed or dims[3].dim_value != 3:
+        raise ExportError(f"{name}: input {INPUT_NAME!r} must be [batch, height, width, 3] with the first three dynamic")
     found = sorted(TRAINING_ONLY_OPS & set(graph_op_types(model)))
     if found:
         raise ExportError(f"{name}: training-only ops remain in the deploy graph: {found}")
@@ -264,22 +276,27 @@ def onnx_session(path: str | Path, threads: int = 0):
 
 
 def verify_onnx(path: Path, predictor: nn.Module, preset: Preset, shape: tuple[int, int, int, int], name: str | Path | None = None) -> None:
-    """Run the ONNX graph at ``shape`` (not the traced one) against the fused PyTorch predictor.
+    """Run the ONNX graph at ``shape`` (NHWC, not the traced one) against the fused PyTorch predictor.
 
-    Checks the anchor count against ``acfd.training.anchors``, then the outputs. The reference is
-    the predictor in float64; the graph may differ from it by ``_VERIFY_NOISE_FACTOR`` times what
+    ``predictor`` is the traced module (uint8 pixels in). Checks the anchor count against
+    ``acfd.training.anchors``, then the outputs. The reference is the network in float64 on the
+    float64-normalised pixels; the graph may differ from it by ``_VERIFY_NOISE_FACTOR`` times what
     PyTorch's own float32 run differs by (or the fixed floor, whichever is larger). An untrained
     network can have huge activations and boxes of 10^5 pixels, where float32 noise alone is far
     above any fixed tolerance; a shape baked in by tracing gives errors far above that noise.
     """
     name = name or path
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(shape, generator=generator)
+    pixels = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+    mean = torch.tensor(image_io.PIXEL_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(image_io.PIXEL_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    normalised = (pixels.permute(0, 3, 1, 2).double() - mean) / std
+    network = getattr(predictor, "predictor", predictor)  # PixelPredictor wraps the float network
     with torch.no_grad():
-        ref32 = [t.numpy() for t in predictor(images)]
-        ref64 = [t.numpy() for t in copy.deepcopy(predictor).double()(images.double())]
-    scores, boxes = onnx_session(path).run(list(OUTPUT_NAMES), {INPUT_NAME: images.numpy()})
-    want = anchor_count(shape[2], shape[3], preset.model.strides)
+        ref32 = [t.numpy() for t in predictor(pixels)]
+        ref64 = [t.numpy() for t in copy.deepcopy(network).double()(normalised)]
+    scores, boxes = onnx_session(path).run(list(OUTPUT_NAMES), {INPUT_NAME: pixels.numpy()})
+    want = anchor_count(shape[1], shape[2], preset.model.strides)
     if scores.shape != (shape[0], want) or boxes.shape != (shape[0], want, 4):
         raise ExportError(
             f"{name}: at input {list(shape)} the graph gives scores {list(scores.shape)} and boxes "
@@ -310,6 +327,7 @@ def build_manifest(
     strides = list(preset.model.strides)
     shapes = list(inference.test_scales) + [inference.single_scale]
     return {
+        "format_version": FORMAT_VERSION,
         "acfd_version": acfd.__version__,
         "preset": preset.name,
         "preset_config": preset.to_dict(),
@@ -318,6 +336,8 @@ def build_manifest(
             "file": ONNX_FILE,
             "opset": int(opset),
             "input": INPUT_NAME,
+            "input_dtype": "uint8",
+            "input_layout": "NHWC",
             "outputs": list(OUTPUT_NAMES),
             "output_meaning": dict(OUTPUT_MEANING),
         },
@@ -338,6 +358,7 @@ def build_manifest(
             "max_detections": inference.max_detections,
             "display_threshold": inference.display_threshold,  # what clients show by default
         },
+        "int8": None,  # set by acfd.training.quantize: file, calibration images, ops quantized
         "tensorrt": tensorrt,
     }
 
@@ -351,17 +372,10 @@ def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path:
 
 def read_manifest(export_dir: str | Path) -> dict[str, Any]:
     """The manifest of an export directory; ``ExportError`` names the file when it is unusable."""
-    path = Path(export_dir) / MANIFEST_FILE
     try:
-        manifest = json.loads(path.read_text())
-    except OSError as err:
-        raise ExportError(f"{path}: cannot read the export manifest ({err.strerror or err})") from err
-    except json.JSONDecodeError as err:
-        raise ExportError(f"{path}: export manifest is not valid JSON ({err})") from err
-    missing = {"preset", "onnx", "normalization", "test_scales", "postprocess"} - set(manifest if isinstance(manifest, dict) else {})
-    if missing:
-        raise ExportError(f"{path}: export manifest lacks {sorted(missing)}")
-    return manifest
+        return manifest_io.read_manifest(export_dir)
+    except manifest_io.ManifestError as err:
+        raise ExportError(str(err)) from err
 
 
 def file_sha256(path: str | Path) -> str:

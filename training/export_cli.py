@@ -1,10 +1,11 @@
 """``acfd export``: checkpoint -> fused ONNX graph + manifest (+ TensorRT engine) in one folder.
 
     acfd export --weights RUN/last.pt --out EXPORT [--opset 17] [--preset acfd51]
+                [--int8 [--calibration DIR] [--calibration-images 32]]
                 [--tensorrt [--fp16] [--max-batch 8] [--trt-profiles one|per-scale]]
 
-Writes ``EXPORT/model.onnx`` and ``EXPORT/export.json`` (and ``EXPORT/model.plan`` with
-``--tensorrt``); see ``acfd.training.export`` for the contract. A bad checkpoint or option prints
+Writes ``EXPORT/model.onnx`` and ``EXPORT/export.json`` (``EXPORT/model.int8.onnx`` with
+``--int8``, ``EXPORT/model.plan`` with ``--tensorrt``); see ``acfd.training.export`` for the contract. A bad checkpoint or option prints
 one line naming the file or value and exits with status 1.
 """
 
@@ -36,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timing-cache", type=Path, default=default_timing_cache(), help="TensorRT timing cache, reused across builds"
     )
     parser.add_argument("--workspace-mib", type=int, default=4096, help="TensorRT builder workspace in MiB")
+    parser.add_argument(
+        "--int8", action="store_true", help="also write model.int8.onnx (convolutions quantized) for the -int8 CPU engines"
+    )
+    parser.add_argument(
+        "--calibration", type=Path, default=None, metavar="DIR",
+        help="images to calibrate int8 ranges on (frames like those you will serve); default: generated scenes",
+    )  # fmt: skip
+    parser.add_argument("--calibration-images", type=int, default=32, metavar="N", help="calibration images (each at every test scale)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime self-check at a second input shape")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -58,6 +67,18 @@ def run(args: argparse.Namespace) -> int:
             workspace_mib=args.workspace_mib,
             verify=not args.no_verify,
         )
+        if args.int8:
+            from acfd.training import quantize
+
+            if args.calibration_images < 1:
+                raise ExportError(f"--calibration-images {args.calibration_images}: want at least 1")
+            if args.calibration is not None:
+                images, source = quantize.folder_images(args.calibration, args.calibration_images), str(args.calibration)
+            else:
+                images, source = quantize.generated_images(args.calibration_images), "generated scenes"
+            if not args.quiet:
+                print(f"acfd export: calibrating int8 on {len(images)} images ({source})", file=sys.stderr)
+            manifest = quantize.quantize_export(args.out, images, source=source)
     except ExportError as err:
         print(f"acfd export: {err}", file=sys.stderr)
         return 1
@@ -68,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     h, w = manifest["single_scale"]
     anchors = manifest["anchors_per_scale"][f"{h}x{w}"]
     print(f"wrote {args.out / ONNX_FILE} (preset {manifest['preset']}, opset {manifest['onnx']['opset']}, {anchors} anchors at {h}x{w})")
+    if manifest.get("int8"):
+        print(f"wrote {args.out / manifest['int8']['file']} (int8 convolutions, {manifest['int8']['calibration']['images']} calibration images)")
     print(f"wrote {args.out / MANIFEST_FILE}")
     if manifest["tensorrt"]:  # the builder has printed the equivalent trtexec command line
         trt = manifest["tensorrt"]

@@ -10,8 +10,9 @@ One algorithm for both (NumPy on CPUs, CuPy on GPUs; this module must not import
 3. merge the scales, clip the boxes to the image ``[0, W] x [0, H]`` and drop those left with no
    area (wholly outside the image); clipping comes before NMS so IoUs are those of the boxes that
    are reported;
-4. NMS at IoU ``nms_iou`` (0.55) with :func:`acfd.kernels.nms.nms`, then the ``max_detections``
-   (100) highest (:func:`finalize`).
+4. NMS at IoU ``nms_iou`` (0.55) with :func:`acfd.kernels.nms.nms`, stopping at the
+   ``max_detections`` (100) highest kept (:func:`finalize`): the same boxes as a full NMS cut to
+   100, without suppressing among the thousands that would be cut anyway.
 
 Boxes are ``(x1, y1, x2, y2)`` float32; results come back in descending score order (ties keep
 their input order: scale by scale, then by anchor).
@@ -78,7 +79,7 @@ def finalize(
     boxes = xp.minimum(xp.maximum(boxes, xp.float32(0.0)), upper)
     has_area = xp.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
     scores, boxes = scores[has_area], boxes[has_area]
-    keep = nms(boxes, scores, nms_iou, xp=xp)[: max(int(max_detections), 0)]
+    keep = nms(boxes, scores, nms_iou, xp=xp, max_keep=max(int(max_detections), 0))
     return boxes[keep], scores[keep]
 
 

@@ -4,7 +4,7 @@ Uses the TensorRT Python API (``tensorrt``, the optional ``acfd[tensorrt]`` extr
 when a build is asked for: where it is missing, or where no CUDA GPU is usable, ``check_available``
 raises ``TensorRTError`` with one line that says so.
 
-Optimisation profiles cover the input ``images`` ``[batch, 3, height, width]``:
+Optimisation profiles cover the input ``images`` uint8 ``[batch, height, width, 3]`` (NHWC pixels):
 
 * ``"one"`` (default): a single profile from the smallest to the largest of the preset's test scales
   and its single scale, batch 1 to ``max_batch``; kernels are tuned at the middle test scale. Any
@@ -42,7 +42,7 @@ class TensorRTError(ExportError):
 
 @dataclass(frozen=True)
 class ShapeProfile:
-    """Min / opt / max shape ``(batch, 3, height, width)`` of the ``images`` input."""
+    """Min / opt / max shape ``(batch, height, width, 3)`` of the ``images`` input."""
 
     min: tuple[int, int, int, int]
     opt: tuple[int, int, int, int]
@@ -71,14 +71,14 @@ def optimization_profiles(
     opt_batch = max(1, min(opt_batch, max_batch))
     scales = list(dict.fromkeys([tuple(s) for s in inference.test_scales] + [tuple(inference.single_scale)]))
     if mode == "per-scale":
-        return [ShapeProfile((1, 3, h, w), (opt_batch, 3, h, w), (max_batch, 3, h, w)) for h, w in scales]
+        return [ShapeProfile((1, h, w, 3), (opt_batch, h, w, 3), (max_batch, h, w, 3)) for h, w in scales]
     test = sorted(inference.test_scales or [inference.single_scale], key=lambda s: s[0] * s[1])
     mid_h, mid_w = test[len(test) // 2]
     return [
         ShapeProfile(
-            (1, 3, min(h for h, _ in scales), min(w for _, w in scales)),
-            (opt_batch, 3, mid_h, mid_w),
-            (max_batch, 3, max(h for h, _ in scales), max(w for _, w in scales)),
+            (1, min(h for h, _ in scales), min(w for _, w in scales), 3),
+            (opt_batch, mid_h, mid_w, 3),
+            (max_batch, max(h for h, _ in scales), max(w for _, w in scales), 3),
         )
     ]
 

@@ -1,8 +1,9 @@
 """Non-maximum suppression, one algorithm in two array modules (NumPy on CPUs, CuPy on GPUs).
 
-``nms(boxes, scores, iou_threshold, xp=None)`` returns the kept indices (int64, descending score;
-equal scores keep the lower index first) after greedy suppression of every box whose IoU with a
-kept box is strictly above the threshold. ``xp`` is the ``numpy`` or ``cupy`` module; ``None``
+``nms(boxes, scores, iou_threshold, xp=None, max_keep=None)`` returns the kept indices (int64,
+descending score; equal scores keep the lower index first) after greedy suppression of every box
+whose IoU with a kept box is strictly above the threshold; with ``max_keep`` it stops once that many
+are kept (the same indices as the full run's first ``max_keep``). ``xp`` is the ``numpy`` or ``cupy`` module; ``None``
 takes the module of ``boxes``. The exact arithmetic is specified in :mod:`.numpy_nms`.
 
 ``array_module(prefer_gpu=True)`` returns ``cupy`` only when it imports *and* a GPU really works
@@ -60,15 +61,15 @@ def module_of(array) -> ModuleType:
     return np
 
 
-def nms(boxes, scores, iou_threshold: float, xp: ModuleType | None = None):
-    """Kept indices after greedy NMS, as an int64 array of ``xp`` (see the module docstring)."""
+def nms(boxes, scores, iou_threshold: float, xp: ModuleType | None = None, max_keep: int | None = None):
+    """Kept indices after greedy NMS (at most ``max_keep``), an int64 array of ``xp`` (see the module docstring)."""
     xp = module_of(boxes) if xp is None else xp
     if xp is np:
         if module_of(boxes) is not np:
             boxes = boxes.get()
         if module_of(scores) is not np:
             scores = scores.get()
-        return nms_numpy(np.asarray(boxes), np.asarray(scores), iou_threshold)
+        return nms_numpy(np.asarray(boxes), np.asarray(scores), iou_threshold, max_keep=max_keep)
     if xp.__name__ != "cupy":
         raise ValueError(f"nms: xp must be numpy or cupy, not {xp.__name__}")
-    return nms_cupy(boxes, scores, iou_threshold)
+    return nms_cupy(boxes, scores, iou_threshold, max_keep=max_keep)

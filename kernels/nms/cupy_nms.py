@@ -10,7 +10,8 @@ way the work is laid out differs:
    below the diagonal have nothing to compute and return at once.
 2. ``nms_serial_reduce``: one CUDA block walks the sorted boxes in order with a "removed" bitmap in
    shared memory; a box not yet removed is kept and ORs its mask row into the bitmap (the threads
-   share the row's words).
+   share the row's words). It stops once ``max_keep`` boxes are kept (every thread counts the
+   same kept boxes, so all leave the loop together).
 
 The IoU is computed with the NumPy path's float32 operations in the same order; the module is
 compiled with ``--fmad=false`` so no multiply-add is fused and both paths see identical IoUs.
@@ -82,13 +83,15 @@ extern "C" __global__ void nms_iou_bitmask(const float* boxes, const int n, cons
 }
 
 extern "C" __global__ void nms_serial_reduce(const unsigned long long* mask, const int n,
-                                             const int col_blocks, unsigned char* keep) {
+                                             const int col_blocks, const int max_keep,
+                                             unsigned char* keep) {
     extern __shared__ unsigned long long removed[];
     for (int b = threadIdx.x; b < col_blocks; b += blockDim.x) {
         removed[b] = 0ULL;
     }
     __syncthreads();
-    for (int i = 0; i < n; ++i) {
+    int kept = 0;
+    for (int i = 0; i < n && kept < max_keep; ++i) {
         const int word = i / NMS_BLOCK;
         const bool alive = ((removed[word] >> (i % NMS_BLOCK)) & 1ULL) == 0ULL;
         __syncthreads();  // every thread has read the word before any thread writes to it
@@ -101,6 +104,7 @@ extern "C" __global__ void nms_serial_reduce(const unsigned long long* mask, con
         if (threadIdx.x == 0) {
             keep[i] = alive ? 1 : 0;
         }
+        kept += alive ? 1 : 0;
         __syncthreads();
     }
 }
@@ -119,8 +123,8 @@ def _kernels(device_id: int):
         return module.get_function("nms_iou_bitmask"), module.get_function("nms_serial_reduce")
 
 
-def nms_cupy(boxes, scores, iou_threshold: float):
-    """Kept indices (``cupy`` int64, descending score) after greedy NMS on the current GPU."""
+def nms_cupy(boxes, scores, iou_threshold: float, max_keep: int | None = None):
+    """Kept indices (``cupy`` int64, descending score; at most ``max_keep``) after greedy NMS on the current GPU."""
     import cupy
 
     boxes = cupy.ascontiguousarray(cupy.asarray(boxes, dtype=cupy.float32).reshape(-1, 4))
@@ -128,7 +132,8 @@ def nms_cupy(boxes, scores, iou_threshold: float):
     n = int(boxes.shape[0])
     if n != int(scores.shape[0]):
         raise ValueError(f"nms: {n} boxes but {int(scores.shape[0])} scores")
-    if n == 0:
+    limit = n if max_keep is None else min(max(int(max_keep), 0), n)
+    if n == 0 or limit == 0:
         return cupy.zeros((0,), dtype=cupy.int64)
     if n > MAX_BOXES:
         raise ValueError(f"nms: {n} boxes exceed the CuPy kernel's limit of {MAX_BOXES}")
@@ -145,5 +150,5 @@ def nms_cupy(boxes, scores, iou_threshold: float):
         (sorted_boxes, np.int32(n), np.float32(iou_threshold), mask),
     )
     threads = min(1024, max(32, -(-col_blocks // 32) * 32))
-    reduce_kernel((1,), (threads,), (mask, np.int32(n), np.int32(col_blocks), keep), shared_mem=col_blocks * 8)
+    reduce_kernel((1,), (threads,), (mask, np.int32(n), np.int32(col_blocks), np.int32(limit), keep), shared_mem=col_blocks * 8)
     return order[cupy.flatnonzero(keep)].astype(cupy.int64)

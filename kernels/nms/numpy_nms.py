@@ -13,6 +13,9 @@ Contract (shared with :mod:`acfd.kernels.nms.cupy_nms`, which must return the sa
   so zero-area boxes never suppress each other). The CUDA kernel uses the same operations
   without fused multiply-adds, so both paths see bit-identical IoUs.
 * Returns the kept indices into the input, int64, in descending-score order.
+* ``max_keep``: stop once that many boxes are kept. The boxes greedy NMS keeps first do not depend
+  on what it would keep later, so the result is the full run's first ``max_keep`` indices, found in
+  O(max_keep * N) instead of O(N^2).
 """
 
 from __future__ import annotations
@@ -42,8 +45,12 @@ def iou_matrix(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return iou
 
 
-def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Kept indices (int64, descending score) after greedy NMS; see the module docstring.
+def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
+    """Kept indices (int64, descending score) after greedy NMS, at most ``max_keep`` of them (all
+    when ``None``); see the module docstring.
+
+    With ``max_keep`` below the box count the one-box-at-a-time loop runs (``_first_kept``): each
+    kept box is compared with the boxes still alive after it, which are then compacted.
 
     Work is blocked to stay fast in NumPy: the sorted boxes are taken ``block`` rows at a time; the
     rows still alive get their IoU against every later box still alive in one array operation,
@@ -61,6 +68,8 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np
     threshold = np.float32(iou_threshold)
     order = sort_by_score(scores)
     sorted_boxes = boxes[order]
+    if max_keep is not None and max_keep < n:
+        return order[_first_kept(sorted_boxes, threshold, max(int(max_keep), 0))].astype(np.int64)
     removed = np.zeros(n, dtype=bool)
     kept: list[int] = []
     block = int(np.clip(1_000_000 // n, 32, 512))  # bounds the [rows, cols] temporaries to ~1M entries
@@ -78,3 +87,49 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np
             cols_removed |= over[k]
         removed[cols[cols_removed]] = True
     return order[np.asarray(kept, dtype=np.int64)].astype(np.int64)
+
+
+def _first_kept(sorted_boxes: np.ndarray, threshold: np.float32, max_keep: int) -> np.ndarray:
+    """Positions (in score order) of the first ``max_keep`` boxes greedy NMS keeps.
+
+    Boxes are visited in score order; each one still alive is kept and suppresses the boxes it
+    overlaps by more than the threshold. Only boxes whose x-extent can meet the kept box's are
+    looked at: the boxes are also ordered by x1, and a box that overlaps ``[x1, x2]`` has
+    ``x1 - widest <= x1_other < x2`` (``widest`` the widest box), a slice found by binary search.
+    The IoU is the contract's (kept box first), computed for every box of the slice, so the result
+    equals the blocked loop's; the slice only saves the boxes that cannot overlap.
+    """
+    zero = np.float32(0.0)
+    n = sorted_boxes.shape[0]
+    area = np.maximum(sorted_boxes[:, 2] - sorted_boxes[:, 0], zero) * np.maximum(sorted_boxes[:, 3] - sorted_boxes[:, 1], zero)
+    by_x = np.argsort(sorted_boxes[:, 0], kind="stable")
+    x_first = np.ascontiguousarray(sorted_boxes[by_x, 0])
+    corners = np.ascontiguousarray(sorted_boxes[by_x].T)  # [4, n]: rows x1, y1, x2, y2, columns in x1 order
+    starts, ends = corners[0:2], corners[2:4]
+    areas = area[by_x]
+    widths = sorted_boxes[:, 2] - sorted_boxes[:, 0]
+    # A margin of a pixel plus a relative bit keeps float rounding from narrowing the slice.
+    reach = float(max(widths.max(initial=0.0), 0.0)) + 1.0
+    suppressed = np.zeros(n, dtype=bool)  # by score position
+    kept: list[int] = []
+    position = 0
+    while len(kept) < max_keep and position < n:
+        if suppressed[position]:  # jump to the next box still alive
+            position += int(np.argmin(suppressed[position:]))
+            if suppressed[position]:
+                break
+        kept.append(position)
+        box = sorted_boxes[position]
+        x1, x2 = box[0].item(), box[2].item()
+        lo = int(np.searchsorted(x_first, x1 - reach - 1e-6 * abs(x1), side="left"))
+        hi = int(np.searchsorted(x_first, x2 + 1e-6 * abs(x2), side="right"))
+        if hi > lo:
+            # Rows w and h at once: max(min(x2) - max(x1), 0), likewise for y.
+            wh = np.maximum(np.minimum(box[2:4, None], ends[:, lo:hi]) - np.maximum(box[0:2, None], starts[:, lo:hi]), zero)
+            inter = wh[0] * wh[1]
+            union = (area[position] + areas[lo:hi]) - inter
+            iou = np.zeros_like(inter)
+            np.divide(inter, union, out=iou, where=union > zero)
+            suppressed[by_x[lo:hi][iou > threshold]] = True
+        position += 1
+    return np.asarray(kept, dtype=np.int64)

@@ -2,6 +2,6 @@
 
 from acfd.training.model.acb import ACB, ConvBN
 from acfd.training.model.detector import ACFD, build_model
-from acfd.training.model.predictor import Predictor
+from acfd.training.model.predictor import PixelPredictor, Predictor
 
-__all__ = ["ACB", "ACFD", "ConvBN", "Predictor", "build_model"]
+__all__ = ["ACB", "ACFD", "ConvBN", "PixelPredictor", "Predictor", "build_model"]

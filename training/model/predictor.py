@@ -29,3 +29,25 @@ class Predictor(nn.Module):
         logits, deltas = flatten_levels(cls, reg)
         boxes = self.box_coder.decode(deltas, anchors.unsqueeze(0))
         return torch.sigmoid(logits), boxes
+
+
+class PixelPredictor(nn.Module):
+    """The deploy graph's entry: uint8 RGB pixels ``[B, H, W, 3]`` -> ``Predictor`` outputs.
+
+    Casting, the channel transpose and ``(rgb - mean) / std`` (``acfd.training.data.image_io``) run
+    in the graph, so whoever feeds the exported model sends plain resized pixels: a quarter of the
+    bytes of float32 input, and the engine fuses the arithmetic into its first convolution.
+    """
+
+    def __init__(self, predictor: Predictor):
+        super().__init__()
+        from acfd.training.data.image_io import PIXEL_MEAN, PIXEL_STD
+
+        self.predictor = predictor
+        self.register_buffer("mean", torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The same float32 operations as image_io.normalize, so both give bit-identical input.
+        images = (pixels.permute(0, 3, 1, 2).to(torch.float32) - self.mean) / self.std
+        return self.predictor(images)

@@ -5,7 +5,7 @@ detector's outputs at test scale ``k``, boxes in that scale's input pixels) and 
 int32 ``[1, 2]`` (height, width) -> ``BOXES`` float32 ``[1, N, 4]`` (x1, y1, x2, y2 in original
 pixels) and ``SCORES`` float32 ``[1, N]``, ``N <= max_detections``, highest score first. The
 algorithm is ``acfd.training.postprocess.postprocess`` (the one evaluation runs) with the
-thresholds of the export manifest; NMS is ``acfd.kernels.nms``.
+thresholds of the export manifest; NMS is ``acfd.kernels.nms``, stopping at ``max_detections``.
 
 On a GPU (``device`` "auto" and CuPy usable) the work runs in CuPy: inputs that are already on the
 GPU are taken over through DLPack (``Tensor.to_dlpack``, no copy), host inputs are copied up. The
@@ -14,15 +14,15 @@ at most 100 results are copied back to the host for the response.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from acfd.inference.manifest import read_manifest
+from acfd.inference.pipeline import inference_config
 from acfd.kernels.nms import array_module, cupy_usable
-from acfd.training.config import InferenceConfig
 from acfd.training.postprocess import postprocess
 
 
@@ -30,19 +30,7 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        manifest_path = Path(args["model_repository"]) / args["model_version"] / "export.json"
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{manifest_path}: no export manifest (serve a repository built by `acfd repo --export DIR --out REPO`)")
-        manifest = json.loads(manifest_path.read_text())
-        settings = manifest["postprocess"]
-        self.cfg = dataclasses.replace(
-            InferenceConfig(),
-            test_scales=tuple((int(h), int(w)) for h, w in manifest["test_scales"]),
-            score_threshold=float(settings["score_threshold"]),
-            pre_nms_topk=int(settings["pre_nms_topk"]),
-            nms_iou=float(settings["nms_iou"]),
-            max_detections=int(settings["max_detections"]),
-        )
+        self.cfg = inference_config(read_manifest(Path(args["model_repository"]) / args["model_version"]))
         device = params.get("device", "auto")
         if device not in ("auto", "cpu"):
             raise ValueError(f"postprocess: parameter device must be 'auto' or 'cpu', got {device!r}")

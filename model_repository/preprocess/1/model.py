@@ -1,9 +1,10 @@
-"""Triton python model ``preprocess``: encoded image bytes -> network input at the three test scales.
+"""Triton python model ``preprocess``: encoded image bytes -> the image at the three test scales.
 
-Per request: IMAGE uint8 ``[1, nbytes]`` -> ``SCALE_k`` float32 ``[1, 3, H_k, W_k]`` for each
-``(H_k, W_k)`` in the export manifest's ``test_scales`` (resized without keeping the aspect
-ratio, normalised by ``acfd.training.data.image_io``), and ``ORIGINAL_SIZE`` int32 ``[1, 2]``
-(height, width). Decoding is ``image_io.decode_image``: grayscale, RGBA and 16-bit are handled,
+Per request: IMAGE uint8 ``[1, nbytes]`` -> ``SCALE_k`` uint8 RGB ``[1, H_k, W_k, 3]`` for each
+``(H_k, W_k)`` in the export manifest's ``test_scales`` (decoded once, resized without keeping the
+aspect ratio by ``image_io.resize_rgb``, the resize rule of training and evaluation; the detector's
+graph normalises), and ``ORIGINAL_SIZE`` int32 ``[1, 2]`` (height, width). The work is
+``acfd.inference.pipeline.prepare``. Decoding is ``image_io.decode_image``: grayscale, RGBA and 16-bit are handled,
 too many pixels is refused from the header before decoding, OpenCV refuses truncated files. Empty,
 undecodable, truncated, too small or too large input, or more than one image in a request, gets an
 error response for that request only; the other requests of the batch are answered normally.
@@ -18,6 +19,8 @@ import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from acfd.inference.manifest import read_manifest
+from acfd.inference.pipeline import prepare
 from acfd.training.data import image_io
 
 
@@ -27,20 +30,11 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.max_pixels = int(params.get("max_pixels", image_io.MAX_PIXELS))
         self.min_side = int(params.get("min_side", 1))
-        manifest_path = Path(args["model_repository"]) / args["model_version"] / "export.json"
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{manifest_path}: no export manifest (serve a repository built by `acfd repo --export DIR --out REPO`)")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(Path(args["model_repository"]) / args["model_version"])
         self.scales = [(int(h), int(w)) for h, w in manifest["test_scales"]]
         outputs = sorted(o["name"] for o in config["output"] if o["name"].startswith("SCALE_"))
         if len(outputs) != len(self.scales):
-            raise ValueError(f"{manifest_path}: {len(self.scales)} test scales, but the config has {len(outputs)} SCALE outputs")
-        norm = manifest["normalization"]
-        ours = {"channel_order": image_io.CHANNEL_ORDER, "mean": list(image_io.PIXEL_MEAN), "std": list(image_io.PIXEL_STD)}
-        theirs = {k: norm.get(k) for k in ours}
-        if not (theirs["channel_order"] == ours["channel_order"] and np.allclose(theirs["mean"], ours["mean"])
-                and np.allclose(theirs["std"], ours["std"])):
-            raise ValueError(f"{manifest_path}: normalization {theirs} differs from acfd.training.data.image_io {ours}")
+            raise ValueError(f"preprocess: {len(self.scales)} test scales in export.json, but the config has {len(outputs)} SCALE outputs")
         # Warm-up: the first decode/resize pays for OpenCV's lazy initialisation, not a client.
         ok, png = cv2.imencode(".png", np.full((64, 64, 3), 128, np.uint8))
         self._prepare(png.reshape(1, -1))
@@ -50,17 +44,8 @@ class TritonPythonModel:
             raise image_io.ImageError(f"IMAGE must be UINT8 encoded bytes, got {data.dtype}")
         if data.ndim != 2 or data.shape[0] != 1:
             raise image_io.ImageError(f"IMAGE shape {list(data.shape)}: send one encoded image per request, shape [1, nbytes]")
-        buf = np.ascontiguousarray(data[0])
-        rgb = image_io.decode_image(buf, max_pixels=self.max_pixels, name="IMAGE")
-        height, width = rgb.shape[:2]
-        if min(height, width) < self.min_side:
-            raise image_io.ImageError(f"IMAGE: {width}x{height} image is smaller than {self.min_side} px on a side")
-        outputs = []
-        for h, w in self.scales:
-            resized = image_io.resize_rgb(rgb, h, w)
-            outputs.append(image_io.normalize(resized)[None])
-        outputs.append(np.array([[height, width]], dtype=np.int32))
-        return outputs
+        pixels, (height, width) = prepare(np.ascontiguousarray(data[0]), self.scales, self.max_pixels, self.min_side)
+        return pixels + [np.array([[height, width]], dtype=np.int32)]
 
     def execute(self, requests: list) -> list:
         responses = []

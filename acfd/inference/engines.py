@@ -1,0 +1,207 @@
+"""CPU engines that run an exported detector: uint8 pixels in, per-anchor scores and boxes out.
+
+One call contract for every engine (the export contract of ``acfd.training.export``):
+``engine(pixels)`` with ``pixels`` uint8 RGB ``[B, H, W, 3]`` (the image resized to a test scale)
+returns ``(scores [B, A], boxes [B, A, 4])`` float32, boxes in input pixels. The engines:
+
+* ``onnxruntime``: ``model.onnx`` in ONNX Runtime, float32 (the reference);
+* ``onnxruntime-int8``: ``model.int8.onnx`` (convolutions quantized, ``acfd export --int8``) in
+  ONNX Runtime;
+* ``openvino``: ``model.onnx`` in OpenVINO with bfloat16 inference where the CPU has bf16 units
+  (AVX512-BF16, AMX), float32 otherwise (``note`` says so in one line);
+* ``openvino-int8``: ``model.int8.onnx`` in OpenVINO, which runs the quantize/dequantize pairs as
+  int8 convolutions (VNNI, AMX-INT8).
+
+OpenVINO compiles a graph for each input shape it sees (``_OpenVINO``): a graph compiled for
+static shapes runs about twice as fast here as one compiled for dynamic ones, and a server sees
+only its three test scales. ``open_engine`` runs every engine once per test scale so that the first
+caller does not pay for planning or compilation. Problems a user can cause raise ``EngineError``
+with one line naming the file or the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+# The fastest engine within 0.5 mAP points of float32 on the hold-out (benchmarks/RESULTS.md, issue 14).
+DEFAULT_ENGINE = "openvino"
+_MAX_COMPILED_SHAPES = 16  # OpenVINO graphs kept per engine (3 test scales x a few batch sizes)
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot run; the message names the file or engine and the problem."""
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def model_file(manifest: dict[str, Any], engine: str) -> str:
+    """The file (in the export folder) that ``engine`` runs, from the manifest."""
+    if engine not in ENGINES:
+        raise EngineError(f"engine {engine!r}: choose one of {list(ENGINES)}")
+    if engine.endswith("-int8"):
+        int8 = manifest.get("int8")
+        if not int8:
+            raise EngineError(f"engine {engine}: the export has no int8 model (export with `acfd export --int8`)")
+        return str(int8["file"])
+    return str(manifest["onnx"]["file"])
+
+
+class Engine:
+    """Base of the engines: ``name``, ``precision`` (``fp32``, ``bf16``, ``int8``), ``threads``,
+    ``note`` (a line on a fallback, or empty) and ``__call__(pixels) -> (scores, boxes)``."""
+
+    name = ""
+    precision = ""
+    threads = 0
+    note = ""
+
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.precision}, {self.threads} threads)"
+
+
+def check_pixels(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` as a contiguous uint8 ``[B, H, W, 3]`` array, or ``EngineError`` saying what is wrong."""
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
+        kind = pixels.dtype if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise EngineError(f"detector input must be uint8 pixels [B, H, W, 3], got {kind}")
+    if pixels.ndim != 4 or pixels.shape[3] != 3 or 0 in pixels.shape:
+        raise EngineError(f"detector input shape {list(pixels.shape)}: want [B, H, W, 3] with B, H, W > 0")
+    return np.ascontiguousarray(pixels)
+
+
+class _OnnxRuntime(Engine):
+    def __init__(self, path: Path, name: str, threads: int, input_name: str, output_names: Sequence[str]):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # One forward pass uses every thread for its operators; inter-op parallelism would only split
+        # the same cores again (the graph is one chain of convolutions).
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # ONNX Runtime raises its own exception types
+            raise EngineError(f"{path}: ONNX Runtime cannot load it ({type(err).__name__}: {err})") from err
+        self.name, self.threads = name, threads
+        self.precision = "int8" if name.endswith("-int8") else "fp32"
+        self.input_name, self.output_names = input_name, list(output_names)
+
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, boxes = self.session.run(self.output_names, {self.input_name: check_pixels(pixels)})
+        return scores, boxes
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin reports bf16 support on this CPU."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class _OpenVINO(Engine):
+    def __init__(self, path: Path, name: str, threads: int, output_names: Sequence[str], precision: str = "auto"):
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise EngineError(f"engine {name}: OpenVINO is not installed (pip install openvino)") from err
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(path))
+        except Exception as err:
+            raise EngineError(f"{path}: OpenVINO cannot read it ({type(err).__name__}: {err})") from err
+        self.name, self.threads, self.path = name, threads, path
+        self.output_names = list(output_names)
+        if name.endswith("-int8"):
+            self.precision, hint = "int8", "f32"  # int8 where the graph says so, float32 around it
+        elif precision == "auto":
+            has_bf16 = openvino_has_bf16()
+            self.precision = hint = "bf16" if has_bf16 else "f32"
+            if not has_bf16:
+                self.note = "engine openvino: this CPU has no bf16 support (AVX512-BF16 or AMX); running float32"
+        else:
+            self.precision = hint = precision
+        self.config = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        if self.precision == "f32":
+            self.precision = "fp32"
+        self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        # int8 graphs are compiled once for dynamic shapes: OpenVINO 2026.4's shape inference fails
+        # on the quantized graph's box decoding when the input shape is made static.
+        self.static = not name.endswith("-int8")
+
+    def _request(self, shape: tuple[int, ...]):
+        key = shape if self.static else ()
+        request = self.compiled.get(key)
+        if request is not None:
+            self.compiled.move_to_end(key)
+            return request
+        model = self.model.clone()
+        if self.static:
+            model.reshape({model.input(0).get_any_name(): list(shape)})
+        try:
+            compiled = self.core.compile_model(model, "CPU", self.config)
+        except Exception as err:
+            raise EngineError(f"{self.path}: OpenVINO cannot compile it for {list(shape)} ({type(err).__name__}: {err})") from err
+        outputs = [compiled.output(name) for name in self.output_names]
+        request = (compiled.create_infer_request(), outputs)
+        self.compiled[key] = request
+        while len(self.compiled) > _MAX_COMPILED_SHAPES:
+            self.compiled.popitem(last=False)
+        return request
+
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pixels = check_pixels(pixels)
+        request, outputs = self._request(tuple(pixels.shape))
+        results = request.infer({0: pixels})
+        # infer() returns views into the request's buffers, which the next call overwrites.
+        scores, boxes = (np.array(results[output], copy=True) for output in outputs)
+        return scores, boxes
+
+
+def open_engine(
+    folder: str | Path,
+    manifest: dict[str, Any],
+    engine: str = DEFAULT_ENGINE,
+    threads: int = 0,
+    warm_up: bool = True,
+    precision: str = "auto",
+) -> Engine:
+    """The ``engine`` for the export (or model repository version) folder ``folder``, whose manifest
+    is ``manifest``; ``threads=0`` uses every core this process may run on. ``precision`` ("auto",
+    "bf16", "f32") applies to ``openvino`` only. ``warm_up`` runs it once at each test scale."""
+    folder = Path(folder)
+    path = folder / model_file(manifest, engine)
+    if not path.is_file():
+        raise EngineError(f"{path}: model file of engine {engine} is missing")
+    if precision not in ("auto", "bf16", "f32"):
+        raise EngineError(f"precision {precision!r}: choose auto, bf16 or f32")
+    threads = int(threads) or default_threads()
+    onnx_info = manifest["onnx"]
+    if engine.startswith("onnxruntime"):
+        runner: Engine = _OnnxRuntime(path, engine, threads, onnx_info["input"], onnx_info["outputs"])
+    else:
+        runner = _OpenVINO(path, engine, threads, onnx_info["outputs"], precision=precision)
+    if warm_up:
+        for height, width in manifest["test_scales"]:
+            runner(np.zeros((1, int(height), int(width), 3), np.uint8))
+    return runner

@@ -1,0 +1,77 @@
+"""The served pipeline's steps as plain functions, and all of them in one process.
+
+``prepare`` is the ``preprocess`` model's work (decode once, resize to every test scale with the
+resize rule of training and evaluation, uint8 pixels out), an engine of
+``acfd.inference.engines`` is the ``detector`` model's, and ``acfd.training.postprocess`` is the
+``postprocess`` model's. The three served python models call these functions, and
+``InProcessPipeline`` chains them in one process: the yardstick ``acfd loadtest`` holds the server
+to (same engine, same images, same post-processing, no server in between).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acfd.inference.engines import DEFAULT_ENGINE, Engine, open_engine
+from acfd.training.data import image_io
+
+
+def prepare(
+    data: bytes | np.ndarray,
+    scales: Sequence[Sequence[int]],
+    max_pixels: int = image_io.MAX_PIXELS,
+    min_side: int = 1,
+    name: str = "IMAGE",
+) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """Encoded image bytes -> (uint8 RGB ``[1, H_k, W_k, 3]`` per test scale, original ``(height, width)``).
+
+    ``ImageError`` (naming ``name``) for bytes that cannot be used: empty, undecodable, too many
+    pixels, or a side under ``min_side``.
+    """
+    rgb = image_io.decode_image(data, max_pixels=max_pixels, name=name)
+    height, width = rgb.shape[:2]
+    if min(height, width) < min_side:
+        raise image_io.ImageError(f"{name}: {width}x{height} image is smaller than {min_side} px on a side")
+    return [image_io.resize_rgb(rgb, int(h), int(w))[None] for h, w in scales], (height, width)
+
+
+def inference_config(manifest: dict[str, Any]):
+    """The ``InferenceConfig`` the manifest's post-processing settings describe."""
+    from acfd.training.config import InferenceConfig
+
+    settings = manifest["postprocess"]
+    return dataclasses.replace(
+        InferenceConfig(),
+        test_scales=tuple((int(h), int(w)) for h, w in manifest["test_scales"]),
+        score_threshold=float(settings["score_threshold"]),
+        pre_nms_topk=int(settings["pre_nms_topk"]),
+        nms_iou=float(settings["nms_iou"]),
+        max_detections=int(settings["max_detections"]),
+        display_threshold=float(settings.get("display_threshold", 0.5)),
+    )
+
+
+class InProcessPipeline:
+    """Bytes in, ``(boxes [N, 4], scores [N])`` in original pixels out: the served ensemble in one process."""
+
+    def __init__(self, export_dir: str | Path, engine: str = DEFAULT_ENGINE, threads: int = 0, runner: Engine | None = None):
+        from acfd.training.export import read_manifest
+
+        self.manifest = read_manifest(export_dir)
+        self.cfg = inference_config(self.manifest)
+        self.engine = runner or open_engine(export_dir, self.manifest, engine, threads)
+
+    def __call__(self, data: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from acfd.training.postprocess import postprocess
+
+        pixels, image_hw = prepare(data, self.cfg.test_scales)
+        outputs = []
+        for scale_pixels, scale_hw in zip(pixels, self.cfg.test_scales):
+            scores, boxes = self.engine(scale_pixels)
+            outputs.append((scores[0], boxes[0], scale_hw))
+        return postprocess(outputs, image_hw, self.cfg, xp=np)

@@ -1,0 +1,117 @@
+"""int8 export: the convolutions of ``model.onnx`` quantized, calibrated on real or generated images.
+
+``quantize_export(export_dir, images)`` writes ``export_dir/model.int8.onnx`` (``INT8_FILE``) with
+ONNX Runtime's static quantization in QDQ form (QuantizeLinear / DequantizeLinear pairs around each
+convolution; weights int8 per output channel, activations uint8 with ranges from the calibration
+images) and records it in the manifest's ``int8`` entry. Only ``Conv`` nodes are quantized: the
+in-graph anchor and box decoding stays float32, where int8 would cost whole pixels. ONNX Runtime
+and OpenVINO both run the QDQ graph as int8 convolutions (``acfd.inference.engines``).
+
+Calibration input is what a served model sees: each image resized to every test scale with
+``image_io.resize_rgb``, as uint8 pixels. ``images`` are uint8 RGB arrays (for example frames of
+your own data, ``acfd export --calibration DIR``); without them, generated cartoon scenes are used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acfd.training.data import image_io
+from acfd.training.export import INPUT_NAME, INT8_FILE, ExportError, read_manifest, write_manifest
+
+DEFAULT_CALIBRATION_IMAGES = 32
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def generated_images(count: int, seed: int = 0, size: tuple[int, int] = (640, 384)) -> list[np.ndarray]:
+    """``count`` generated cartoon scenes (uint8 RGB ``[H, W, 3]``), scene ``i`` seeded with ``(seed, i)``."""
+    from acfd.training.data.synth import generate_scene
+
+    width, height = size
+    return [generate_scene(np.random.default_rng((seed, i)), width, height)[0] for i in range(count)]
+
+
+def folder_images(folder: str | Path, count: int) -> list[np.ndarray]:
+    """Up to ``count`` images of ``folder`` (sorted by name, spread evenly over the folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"--calibration {folder}: no such folder")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ExportError(f"--calibration {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+    picks = np.linspace(0, len(paths) - 1, num=min(count, len(paths))).round().astype(int)
+    images = []
+    for index in dict.fromkeys(picks.tolist()):
+        try:
+            images.append(image_io.read_image(paths[index]))
+        except image_io.ImageError as err:
+            raise ExportError(f"--calibration: {err}") from err
+    return images
+
+
+def calibration_batches(images: Sequence[np.ndarray], scales: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Each image at each test scale, as the engine input ``[1, H, W, 3]`` uint8."""
+    return [image_io.resize_rgb(image, int(h), int(w))[None] for image in images for h, w in scales]
+
+
+def quantize_export(
+    export_dir: str | Path,
+    images: Sequence[np.ndarray] | None = None,
+    source: str = "generated scenes",
+    count: int = DEFAULT_CALIBRATION_IMAGES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write ``export_dir/model.int8.onnx`` from ``model.onnx``; returns the updated manifest."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    if images is None:
+        images = generated_images(count, seed)
+    if not images:
+        raise ExportError("int8 calibration needs at least one image")
+    batches = calibration_batches(images, manifest["test_scales"])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.pending = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.pending, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    source_path = export_dir / manifest["onnx"]["file"]
+    target = export_dir / INT8_FILE
+    tmp = export_dir / f".{INT8_FILE}.tmp"
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice on graph pre-processing goes to the root logger
+    try:
+        quantize_static(
+            str(source_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+        model = onnx.load(str(tmp))
+        # The quantizer leaves the calibration run's inferred shapes in value_info; they are those of
+        # one input size and would mislead an engine that re-infers shapes for another.
+        del model.graph.value_info[:]
+        onnx.save(model, str(tmp))
+        tmp.replace(target)
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
+    manifest["int8"] = {
+        "file": INT8_FILE,
+        "quantized_ops": ["Conv"],
+        "weights": "int8, symmetric, per output channel",
+        "activations": "uint8, min-max ranges from calibration",
+        "calibration": {"source": source, "images": len(images), "inputs": len(batches)},
+    }
+    write_manifest(export_dir, manifest)
+    return manifest
