@@ -34,6 +34,7 @@ from acfd.training.data.annotations import Builder, DetectionSet, parse_numbers
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
+SNAP = 0.01  # px
 
 
 def load_yolo(path: Path, build: Builder, category: str | None, progress: bool, split: str | None) -> DetectionSet:
@@ -100,7 +101,14 @@ def _read_labels(label: Path, name: str, rec, class_id: int | None, build: Build
             ds.other_category += 1
             continue
         W, H = rec.width, rec.height
-        build.add_box(name, rec, [(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H], where)
+        box = [(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H]
+        build.add_box(name, rec, [_snap(v, side) for v, side in zip(box, (W, H, W, H))], where)
+
+
+def _snap(value: float, side: int) -> float:
+    """Within ``SNAP`` px outside the image is rounding of the normalised text (6 decimals), not a box
+    crossing the border: put it on the border so that it is not counted as clipped."""
+    return 0.0 if -SNAP < value < 0 else float(side) if side < value < side + SNAP else value
 
 
 def _parse_line(fields: list[str]) -> tuple[int, list[float]] | str:

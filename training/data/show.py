@@ -112,7 +112,8 @@ def draw_set(ds, out: Path, n: int = 16, columns: int = 4) -> int:
         ax = fig.add_subplot(grid[k // columns, k % columns])
         ax.imshow(image)
         ignore = f", {len(record.ignore)} ignore" if len(record.ignore) else ""
-        ax.set_title(f"{record.path.name[:28]}: {len(record.boxes)} faces{ignore}", fontsize=8)
+        faces = f"{len(record.boxes)} face{'' if len(record.boxes) == 1 else 's'}"
+        ax.set_title(f"{record.path.name[:28]}: {faces}{ignore}", fontsize=8)
         ax.axis("off")
     summary = ds.summary()
     half = max(1, columns // 2)
