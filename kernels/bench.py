@@ -1,7 +1,8 @@
 """Kernel microbenchmarks at the paper's training shape: input builders, cases, timing, memory.
 
 Shared by ``acfd bench kernels`` (``bench_cli.py``), ``benchmarks/test_bench_kernels.py``
-(pytest-benchmark) and ``benchmarks/gpu_kernels_check.py``.
+(pytest-benchmark) and ``benchmarks/gpu_check.py`` (which also runs the cases at tiny shapes on
+CPU, Triton through the interpreter, for its ``--dry-run``).
 
 Shapes (paper section 4.1): batch 16, 640 x 640 inputs, one anchor per location = 34,125 anchors.
 
@@ -67,11 +68,13 @@ CASES: tuple[BenchCase, ...] = (
 # ---------------------------------------------------------------- inputs
 
 
-def face_counts(batch: int = PAPER_BATCH, max_faces: int = MAX_FACES, crowded: bool = False) -> list[int]:
+def face_counts(
+    batch: int = PAPER_BATCH, max_faces: int = MAX_FACES, crowded: bool = False, crowded_faces: int = CROWDED_FACES
+) -> list[int]:
     """Faces per image: 1 .. max_faces spread geometrically; the last image has 1,000 if crowded."""
     counts = [round(math.exp(math.log(max_faces) * i / max(batch - 1, 1))) for i in range(batch)]
     if crowded:
-        counts[-1] = CROWDED_FACES
+        counts[-1] = crowded_faces
     return counts
 
 
@@ -97,13 +100,15 @@ class DamInputs:
 
 
 def dam_inputs(
-    batch: int = PAPER_BATCH, image: int = PAPER_IMAGE, crowded: bool = False, seed: int = 0
+    batch: int = PAPER_BATCH, image: int = PAPER_IMAGE, crowded: bool = False, seed: int = 0,
+    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
 ) -> DamInputs:
     """Paper-shaped matching inputs on CPU. Regressed boxes are anchors moved by random offsets,
-    plus one anchor in 100 regressed onto a face (so step 2 has work, as in training)."""
+    plus one anchor in 100 regressed onto a face (so step 2 has work, as in training). ``faces``:
+    the most faces in an image of the realistic batch, and in the crowded image."""
     gen = torch.Generator().manual_seed(seed)
     anchors = make_anchors(image, image)
-    counts = face_counts(batch, crowded=crowded)
+    counts = face_counts(batch, faces[0], crowded=crowded, crowded_faces=faces[1])
     num_gt = max(counts)
     gt_boxes = torch.zeros(batch, num_gt, 4)
     for b, n in enumerate(counts):
@@ -130,10 +135,12 @@ def loss_inputs(
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_inputs(variant: str, device: str):
+def _cached_inputs(variant: str, device: str, batch: int = PAPER_BATCH, image: int = PAPER_IMAGE,
+                   faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES)):
     if variant in ("realistic", "crowded"):
-        return dam_inputs(crowded=variant == "crowded").to(device)
-    logits, labels = loss_inputs(dtype=torch.bfloat16 if variant == "bf16" else torch.float32)
+        return dam_inputs(batch, image, crowded=variant == "crowded", faces=faces).to(device)
+    num_anchors = make_anchors(image, image).shape[0]
+    logits, labels = loss_inputs(batch, num_anchors, dtype=torch.bfloat16 if variant == "bf16" else torch.float32)
     return logits.to(device), labels.to(device)
 
 
@@ -156,7 +163,7 @@ def loss_bytes(logits: torch.Tensor, labels: torch.Tensor) -> int:
 
 
 def skip_reason(case: BenchCase, device: str) -> str | None:
-    if case.impl == "triton" and device != "cuda":
+    if case.impl == "triton" and device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return "needs CUDA: Triton kernels are benchmarked compiled (the interpreter is for tests)"
     if case.op == "dam_match" and case.impl == "torch" and device == "cpu":
         need = _reference_dam_peak_bytes(case.variant)
@@ -166,12 +173,16 @@ def skip_reason(case: BenchCase, device: str) -> str | None:
     return None
 
 
-def prepare(case: BenchCase, device: str) -> tuple[Callable[[], object], int]:
-    """``(fn, minimal_bytes)``: a no-argument callable running the case once on ``device``."""
+def prepare(
+    case: BenchCase, device: str, batch: int = PAPER_BATCH, image: int = PAPER_IMAGE, compile_backend: str = "inductor",
+    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
+) -> tuple[Callable[[], object], int]:
+    """``(fn, minimal_bytes)``: a no-argument callable running the case once on ``device``
+    (``compile_backend``: what ``torch.compile`` uses for the ``compile`` cases)."""
     if case.op == "dam_match":
         from acfd.kernels.dam_match import dam_match
 
-        inp = _cached_inputs(case.variant, device)
+        inp = _cached_inputs(case.variant, device, batch, image, faces)
         impl = "torch" if case.impl == "torch" else "triton"
 
         def run_match():
@@ -182,12 +193,12 @@ def prepare(case: BenchCase, device: str) -> tuple[Callable[[], object], int]:
     from acfd.kernels.mbc_loss import mbc_focal_loss
     from acfd.kernels.mbc_loss.reference import mbc_focal_loss_reference
 
-    logits, labels = _cached_inputs(case.variant, device)
+    logits, labels = _cached_inputs(case.variant, device, batch, image)
     x = logits.clone().requires_grad_(True)
     if case.impl == "triton":
         loss_fn = functools.partial(mbc_focal_loss, impl="triton")
     elif case.impl == "compile":
-        loss_fn = torch.compile(mbc_focal_loss_reference, dynamic=False)
+        loss_fn = torch.compile(mbc_focal_loss_reference, dynamic=False, backend=compile_backend)
     else:
         loss_fn = mbc_focal_loss_reference
 
@@ -200,14 +211,19 @@ def prepare(case: BenchCase, device: str) -> tuple[Callable[[], object], int]:
     return run_loss, loss_bytes(logits, labels)
 
 
-def run_case(case: BenchCase, device: str, repeat: int = 5, warmup: int = 1) -> dict:
+def run_case(
+    case: BenchCase, device: str, repeat: int = 5, warmup: int = 1, batch: int = PAPER_BATCH, image: int = PAPER_IMAGE,
+    compile_backend: str = "inductor", peak_gbps: float | None = H200_BANDWIDTH_GBPS,
+    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
+) -> dict:
     """Figures of one case: ``name``, ``ms`` (median), ``ms_min``, ``peak_mb``, and ``gbps`` /
-    ``x_floor`` (time over the H200 bandwidth floor) on CUDA; or ``skipped`` with the reason."""
+    ``x_floor`` (time over the bandwidth floor at ``peak_gbps``) on CUDA; or ``skipped`` with the
+    reason. ``batch`` / ``image`` / ``faces`` change the shape (the paper's by default)."""
     row: dict = {"name": case.name, "device": device}
     reason = skip_reason(case, device)
     if reason:
         return {**row, "skipped": reason}
-    fn, nbytes = prepare(case, device)
+    fn, nbytes = prepare(case, device, batch, image, compile_backend, faces)
     if case.impl in ("compile", "triton"):  # the first run compiles; memory is probed on the next
         started = time.perf_counter()
         fn()
@@ -218,9 +234,9 @@ def run_case(case: BenchCase, device: str, repeat: int = 5, warmup: int = 1) -> 
     peak = peak_memory_bytes(fn, device)  # the last warm-up run
     times = [time_once(fn, device) for _ in range(repeat)]
     row.update(ms=round(statistics.median(times), 4), ms_min=round(min(times), 4), peak_mb=round(peak / 2**20, 1))
-    if device == "cuda":
+    if device == "cuda" and peak_gbps:
         row["gbps"] = round(nbytes / (row["ms"] * 1e-3) / 1e9, 1)
-        row["x_floor"] = round(row["ms"] / (nbytes / (H200_BANDWIDTH_GBPS * 1e9) * 1e3), 2)
+        row["x_floor"] = round(row["ms"] / (nbytes / (peak_gbps * 1e9) * 1e3), 2)
     return row
 
 
