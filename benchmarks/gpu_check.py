@@ -245,7 +245,8 @@ def kernel_bench(device: str, shapes: Shapes) -> list[dict]:
     rows = []
     for case in bench.CASES:
         row = bench.run_case(case, device, repeat=shapes.repeat, batch=shapes.batch, image=shapes.image,
-                             compile_backend=shapes.compile_backend, peak_gbps=peak, faces=shapes.faces)
+                             compile_backend=shapes.compile_backend, peak_gbps=peak, faces=shapes.faces,
+                             interpreter=device == "cpu")
         if "gbps" in row and peak:
             row["pct_of_peak"] = round(100 * row["gbps"] / peak, 1)
         rows.append(row)

@@ -162,8 +162,10 @@ def loss_bytes(logits: torch.Tensor, labels: torch.Tensor) -> int:
 # ---------------------------------------------------------------- cases
 
 
-def skip_reason(case: BenchCase, device: str) -> str | None:
-    if case.impl == "triton" and device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+def skip_reason(case: BenchCase, device: str, interpreter: bool = False) -> str | None:
+    """Why ``case`` cannot run on ``device`` (``interpreter``: Triton cases may run on CPU through
+    the interpreter, when ``TRITON_INTERPRET=1`` was set before triton was imported)."""
+    if case.impl == "triton" and device != "cuda" and not (interpreter and os.environ.get("TRITON_INTERPRET") == "1"):
         return "needs CUDA: Triton kernels are benchmarked compiled (the interpreter is for tests)"
     if case.op == "dam_match" and case.impl == "torch" and device == "cpu":
         need = _reference_dam_peak_bytes(case.variant)
@@ -214,13 +216,13 @@ def prepare(
 def run_case(
     case: BenchCase, device: str, repeat: int = 5, warmup: int = 1, batch: int = PAPER_BATCH, image: int = PAPER_IMAGE,
     compile_backend: str = "inductor", peak_gbps: float | None = H200_BANDWIDTH_GBPS,
-    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
+    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES), interpreter: bool = False,
 ) -> dict:
     """Figures of one case: ``name``, ``ms`` (median), ``ms_min``, ``peak_mb``, and ``gbps`` /
     ``x_floor`` (time over the bandwidth floor at ``peak_gbps``) on CUDA; or ``skipped`` with the
     reason. ``batch`` / ``image`` / ``faces`` change the shape (the paper's by default)."""
     row: dict = {"name": case.name, "device": device}
-    reason = skip_reason(case, device)
+    reason = skip_reason(case, device, interpreter)
     if reason:
         return {**row, "skipped": reason}
     fn, nbytes = prepare(case, device, batch, image, compile_backend, faces)
