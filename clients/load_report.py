@@ -5,12 +5,15 @@ Contract:
 
 * ``write_results_csv(path, levels)``: one row per concurrency level with columns ``concurrency,
   infer_per_s, p50_ms, p90_ms, p95_ms, p99_ms, avg_ms, server_queue_ms, server_compute_ms``, then
-  one ``<model>_ms`` column per composing model of the ensemble (its average server request
-  latency), then ``requests, stable``.
-* ``plot_sweep(path, levels, eager)``: a PNG with throughput (and the eager PyTorch throughput as a
-  reference line) and p50/p95/p99 latency against concurrency.
-* ``EagerResult`` is the in-process PyTorch measurement; ``server_over_eager`` is the ratio of the
-  best server throughput to it.
+  per composing model of the ensemble ``<model>_ms`` (its average server request latency),
+  ``<model>_queue_ms`` and ``<model>_compute_ms`` (per request of that model: the detector runs
+  once per test scale), then ``requests, stable``.
+* ``plot_sweep(path, levels, in_process)``: a PNG with throughput (and the in-process pipeline's as
+  a reference line), p50/p95/p99 latency, and each model's compute and queue time against
+  concurrency.
+* ``InProcessResult`` is the yardstick: the served pipeline in one process
+  (``acfd.inference.pipeline.InProcessPipeline``); ``server_over_in_process`` is the ratio of the
+  best server throughput to it, ``level_ratios`` the ratio at every level.
 * ``summary_lines(...)`` / ``write_summary_json(...)``: the same facts for people and for tools.
 """
 
@@ -31,14 +34,14 @@ BASE_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class EagerResult:
-    """The same images through the in-process PyTorch model, one at a time, in a loop."""
+class InProcessResult:
+    """The same images through the served pipeline in this process, one at a time, in a loop."""
 
     images: int  # inferences timed
     seconds: float
-    checkpoint: str
+    export: str
     preset: str
-    form: str  # "fused" (deploy form) or "train"
+    engine: str  # e.g. "openvino (bf16, 2 threads)"
     scales: list[list[int]]
     threads: int
 
@@ -63,10 +66,17 @@ def best_level(levels: Sequence[LevelResult]) -> LevelResult:
     return max(levels, key=lambda level: level.throughput)
 
 
-def server_over_eager(levels: Sequence[LevelResult], eager: EagerResult | None) -> float | None:
-    if not levels or eager is None or eager.throughput <= 0:
+def server_over_in_process(levels: Sequence[LevelResult], local: InProcessResult | None) -> float | None:
+    if not levels or local is None or local.throughput <= 0:
         return None
-    return best_level(levels).throughput / eager.throughput
+    return best_level(levels).throughput / local.throughput
+
+
+def level_ratios(levels: Sequence[LevelResult], local: InProcessResult | None) -> dict[int, float]:
+    """Server over in-process throughput at each concurrency level."""
+    if local is None or local.throughput <= 0:
+        return {}
+    return {level.concurrency: level.throughput / local.throughput for level in levels}
 
 
 def write_results_csv(path: str | Path, levels: Sequence[LevelResult]) -> Path:
@@ -75,7 +85,8 @@ def write_results_csv(path: str | Path, levels: Sequence[LevelResult]) -> Path:
     models = composing_models(levels)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*BASE_COLUMNS, *(f"{m}_ms" for m in models), "requests", "stable"])
+        per_model = [f"{m}_{kind}" for m in models for kind in ("ms", "queue_ms", "compute_ms")]
+        writer.writerow([*BASE_COLUMNS, *per_model, "requests", "stable"])
         for lv in levels:
             writer.writerow(
                 [
@@ -84,7 +95,11 @@ def write_results_csv(path: str | Path, levels: Sequence[LevelResult]) -> Path:
                     *(f"{v:.3f}" for v in (lv.p50_ms, lv.p90_ms, lv.p95_ms, lv.p99_ms, lv.avg_ms)),
                     f"{lv.server_queue_ms:.3f}",
                     f"{lv.server_compute_ms:.3f}",
-                    *(f"{lv.composing_ms[m]:.3f}" if m in lv.composing_ms else "" for m in models),
+                    *(
+                        f"{table[m]:.3f}" if m in table else ""
+                        for m in models
+                        for table in (lv.composing_ms, lv.composing_queue_ms, lv.composing_compute_ms)
+                    ),
                     lv.requests,
                     "yes" if lv.stable else "no",
                 ]
@@ -93,7 +108,7 @@ def write_results_csv(path: str | Path, levels: Sequence[LevelResult]) -> Path:
 
 
 def plot_sweep(
-    path: str | Path, levels: Sequence[LevelResult], eager: EagerResult | None = None, title: str = ""
+    path: str | Path, levels: Sequence[LevelResult], local: InProcessResult | None = None, title: str = ""
 ) -> Path:
     import matplotlib
 
@@ -103,25 +118,30 @@ def plot_sweep(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     conc = [lv.concurrency for lv in levels]
-    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_t, ax_l, ax_m) = plt.subplots(1, 3, figsize=(15, 4.2))
     ax_t.plot(conc, [lv.throughput for lv in levels], "o-", color="tab:blue", label="Triton server (perf_analyzer)")
-    if eager is not None and eager.throughput > 0:
-        ax_t.axhline(
-            eager.throughput, color="tab:gray", ls="--", label=f"eager PyTorch, in process ({eager.throughput:.2f}/s)"
-        )
-    ax_t.set_xlabel("concurrent requests")
+    if local is not None and local.throughput > 0:
+        ax_t.axhline(local.throughput, color="tab:gray", ls="--", label=f"in process, {local.engine} ({local.throughput:.2f}/s)")
     ax_t.set_ylabel("images / s")
     ax_t.set_title("throughput")
-    ax_t.set_ylim(bottom=0)
     ax_t.legend(fontsize=8, loc="best")
     for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
         ax_l.plot(conc, [getattr(lv, key) for lv in levels], style, label=key.replace("_ms", ""))
-    ax_l.set_xlabel("concurrent requests")
     ax_l.set_ylabel("latency (ms)")
     ax_l.set_title("client latency")
-    ax_l.set_ylim(bottom=0)
     ax_l.legend(fontsize=8, loc="upper left")
-    for ax in (ax_t, ax_l):
+    for index, model in enumerate(composing_models(levels)):
+        color = f"C{index}"
+        compute = [lv.composing_compute_ms.get(model, float("nan")) for lv in levels]
+        queue = [lv.composing_queue_ms.get(model, float("nan")) for lv in levels]
+        ax_m.plot(conc, compute, "o-", color=color, label=f"{model} compute")
+        ax_m.plot(conc, queue, "x:", color=color, label=f"{model} queue")
+    ax_m.set_ylabel("ms per model request")
+    ax_m.set_title("server time per composing model")
+    ax_m.legend(fontsize=7, loc="upper left")
+    for ax in (ax_t, ax_l, ax_m):
+        ax.set_xlabel("concurrent requests")
+        ax.set_ylim(bottom=0)
         ax.set_xticks(conc)
         ax.grid(alpha=0.3)
     if title:
@@ -134,43 +154,50 @@ def plot_sweep(
 
 def summary_lines(
     levels: Sequence[LevelResult],
-    eager: EagerResult | None,
+    local: InProcessResult | None,
     failed_requests: int | None,
     header: str = "",
-    eager_note: str = "",
+    local_note: str = "",
 ) -> list[str]:
-    """A one-screen text summary: the sweep table, failures, and the server/eager ratio."""
+    """A one-screen text summary: the sweep table with each model's compute time and the ratio to
+    the in-process pipeline per level, failures, and the best server / in-process ratio."""
     models = composing_models(levels)
+    ratios = level_ratios(levels, local)
     lines = [header] if header else []
     head = f"{'conc':>4} {'infer/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-    head += "".join(f" {m[:11] + ' ms':>14}" for m in models)
+    head += "".join(f" {m[:11] + ' cmp ms':>18}" for m in models)
+    head += f" {'server/local':>12}" if ratios else ""
     lines.append(head)
     for lv in levels:
         row = f"{lv.concurrency:>4} {lv.throughput:>8.2f} {lv.p50_ms:>8.1f} {lv.p95_ms:>8.1f} {lv.p99_ms:>8.1f}"
-        row += "".join(f" {lv.composing_ms.get(m, float('nan')):>14.1f}" for m in models)
+        row += "".join(f" {lv.composing_compute_ms.get(m, float('nan')):>18.1f}" for m in models)
+        row += f" {ratios[lv.concurrency]:>12.2f}" if ratios else ""
         lines.append(row + ("" if lv.stable else "  (not stable)"))
+    if models:
+        lines.append("cmp ms: a model's server compute time (input + infer + output) per request of it; "
+                     "the detector has one request per test scale")  # fmt: skip
     if levels:
         best = best_level(levels)
         lines.append(f"best server throughput: {best.throughput:.2f} images/s at concurrency {best.concurrency}")
     if failed_requests is not None:
         lines.append(f"failed requests (server statistics): {failed_requests}")
-    if eager is not None:
+    if local is not None:
         lines.append(
-            f"eager PyTorch in process: {eager.throughput:.2f} images/s ({eager.mean_ms:.1f} ms per image, "
-            f"{eager.images} images, {eager.form} {eager.preset}, {eager.threads} threads)"
+            f"in process (the same pipeline, one process): {local.throughput:.2f} images/s ({local.mean_ms:.1f} ms "
+            f"per image, {local.images} images, {local.preset}, {local.engine})"
         )
-        ratio = server_over_eager(levels, eager)
+        ratio = server_over_in_process(levels, local)
         if ratio is not None:
-            lines.append(f"server / eager throughput: {ratio:.2f}x")
-    elif eager_note:
-        lines.append(f"eager PyTorch: {eager_note}")
+            lines.append(f"server / in-process throughput: {ratio:.2f}x (best level)")
+    elif local_note:
+        lines.append(f"in process: {local_note}")
     return lines
 
 
 def write_summary_json(
     path: str | Path,
     levels: Sequence[LevelResult],
-    eager: EagerResult | None,
+    local: InProcessResult | None,
     failed_requests: int | None,
     settings: dict,
 ) -> Path:
@@ -181,8 +208,9 @@ def write_summary_json(
         "levels": [asdict(lv) for lv in levels],
         "best": {"concurrency": best.concurrency, "infer_per_s": best.throughput} if best else None,
         "failed_requests": failed_requests,
-        "eager": {**asdict(eager), "infer_per_s": eager.throughput, "mean_ms": eager.mean_ms} if eager else None,
-        "server_over_eager": server_over_eager(levels, eager),
+        "in_process": {**asdict(local), "infer_per_s": local.throughput, "mean_ms": local.mean_ms} if local else None,
+        "server_over_in_process": server_over_in_process(levels, local),
+        "server_over_in_process_by_level": {str(c): r for c, r in level_ratios(levels, local).items()},
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

@@ -1,14 +1,16 @@
 """``acfd loadtest``: a perf_analyzer concurrency sweep against the served ensemble, with real
-generated scenes as input, compared with the same images through eager PyTorch in this process.
+generated scenes as input, held to the yardstick of the same pipeline in this process.
 
 Steps: find and check perf_analyzer (the tritonclient wheel's, with its library path); check the
 server and model answer (one line and exit 2 if not); generate ``--images`` cartoon scenes
 (``acfd.training.data.synth.generate_scene``, PNG) and write them as ``DIR/input_data.json``; run
 perf_analyzer once per concurrency level (progress shown); read the ensemble's failure count from
-the server's statistics before and after; time the same images (decode + multi-scale detect) with
-the checkpoint behind the export in an eager PyTorch loop (``--weights`` or ``--export``; skipped,
-with a note, without either); write ``DIR/results.csv``, ``DIR/loadtest.png``, ``DIR/summary.json``,
-``DIR/summary.txt`` and print the summary, which states server over eager throughput as a ratio.
+the server's statistics before and after; time the same images through the served pipeline in this
+process (``acfd.inference.pipeline.InProcessPipeline``: the export the repository was built from,
+``--export``, with the engine and thread count the server's detector reports in its config, the
+same decode, resize and post-processing; skipped, with a note, without ``--export``); write
+``DIR/results.csv``, ``DIR/loadtest.png``, ``DIR/summary.json``, ``DIR/summary.txt`` and print the
+summary, which states server over in-process throughput at every level.
 
 Exit codes: 0 done; 1 the sweep failed part way (perf_analyzer's own error line is printed);
 2 nothing measured (bad flag, perf_analyzer or its libraries missing, server or model not ready).
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from acfd.clients.grpc_client import DEFAULT_MODEL, DEFAULT_URL, ClientError, DetectorClient
-from acfd.clients.load_report import EagerResult
+from acfd.clients.load_report import InProcessResult
 
 PROG = "acfd loadtest"
 
@@ -47,36 +49,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="640x384", metavar="WxH", help="size of the generated scenes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
     parser.add_argument(
-        "--weights", type=Path, default=None, metavar="CKPT", help="checkpoint for the eager comparison"
-    )
-    parser.add_argument(
         "--export",
         type=Path,
         default=None,
         metavar="DIR",
-        help="export folder whose manifest names the checkpoint (instead of --weights)",
+        help="the export folder the served repository was built from: the in-process yardstick runs it",
     )
     parser.add_argument(
-        "--eager-seconds",
+        "--local-seconds",
         type=float,
         default=None,
         metavar="S",
-        help="how long to time eager PyTorch, None meaning --seconds (at least one pass over the images)",
+        help="how long to time the in-process pipeline, None meaning --seconds (at least one pass over the images)",
     )
     parser.add_argument(
-        "--eager-form",
-        choices=("fused", "train"),
-        default="fused",
-        help="eager network form: fused (the deploy graph the server runs) or train (ACB branches, BN)",
-    )
+        "--local-engine", default=None, metavar="ENGINE",
+        help="engine of the in-process run (default: the one the server's detector reports)",
+    )  # fmt: skip
     parser.add_argument(
-        "--eager-threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="PyTorch threads for the eager run (default: PyTorch's choice); 1 avoids OpenMP spinning when busy",
-    )
-    parser.add_argument("--no-eager", action="store_true", help="skip the eager PyTorch comparison")
+        "--local-threads", type=int, default=None, metavar="N",
+        help="engine threads of the in-process run (default: the server detector's, 0 meaning every core)",
+    )  # fmt: skip
+    parser.add_argument("--no-local", action="store_true", help="skip the in-process yardstick")
     parser.add_argument(
         "--min-requests",
         type=int,
@@ -160,34 +154,31 @@ def run(args: argparse.Namespace) -> int:
     failed_after = failed_requests(args.url, args.model)
     failed = failed_after - failed_before if failed_before is not None and failed_after is not None else None
 
-    eager, eager_note = None, ""
-    if args.no_eager:
-        eager_note = "skipped (--no-eager)"
+    local, local_note = None, ""
+    if args.no_local:
+        local_note = "skipped (--no-local)"
+    elif args.export is None:
+        local_note = "skipped (give --export DIR, the export the repository was built from)"
     else:
-        checkpoint, eager_note = resolve_checkpoint(args.weights, args.export)
-        if checkpoint is not None:
-            try:
-                eager = measure_eager(
-                    checkpoint,
-                    images,
-                    args.eager_seconds or args.seconds,
-                    fused=args.eager_form == "fused",
-                    threads=args.eager_threads,
-                )
-            except Exception as err:  # a checkpoint that cannot be loaded must not lose the sweep's report
-                eager_note = f"failed: {' '.join(str(err).split())}"
-
+        engine, threads = served_engine(args.url)
+        try:
+            local = measure_in_process(
+                args.export, images, args.local_seconds or args.seconds,
+                engine=args.local_engine or engine, threads=threads if args.local_threads is None else args.local_threads,
+            )  # fmt: skip
+        except Exception as err:  # an unusable export must not lose the sweep's report
+            local_note = f"failed: {' '.join(str(err).split())}"
     windows = f"windows of {args.min_requests}+ requests" if args.min_requests else f"{args.seconds:g} s windows"
     header = f"acfd loadtest: {args.model} at {args.url}, {len(images)} scenes {width}x{height}, {windows}, {version}"
-    lines = load_report.summary_lines(results, eager, failed, header=header, eager_note=eager_note)
+    lines = load_report.summary_lines(results, local, failed, header=header, local_note=local_note)
     csv_path = load_report.write_results_csv(out / "results.csv", results)
     png_path = load_report.plot_sweep(
-        out / "loadtest.png", results, eager, title=header.removeprefix("acfd loadtest: ")
+        out / "loadtest.png", results, local, title=header.removeprefix("acfd loadtest: ")
     )
     load_report.write_summary_json(
         out / "summary.json",
         results,
-        eager,
+        local,
         failed,
         {
             "url": args.url, "model": args.model, "concurrency": levels, "window_s": args.seconds,
@@ -202,18 +193,9 @@ def run(args: argparse.Namespace) -> int:
 
 def generate_images(count: int, width: int, height: int, seed: int) -> list[bytes]:
     """``count`` generated cartoon scenes as PNG bytes; scene ``i`` is seeded with ``(seed, i)``."""
-    import cv2
+    from acfd.training.data.synth import scene_png
 
-    from acfd.training.data.synth import generate_scene
-
-    encoded = []
-    for i in range(count):
-        image, _ = generate_scene(np.random.default_rng((seed, i)), width, height)
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError("cv2 could not encode a generated scene as PNG")
-        encoded.append(buf.tobytes())
-    return encoded
+    return [scene_png(np.random.default_rng((seed, i)), width, height) for i in range(count)]
 
 
 def failed_requests(url: str, model: str) -> int | None:
@@ -231,78 +213,57 @@ def failed_requests(url: str, model: str) -> int | None:
     return sum(int(s.get("inference_stats", {}).get("fail", {}).get("count", 0)) for s in stats.get("model_stats", []))
 
 
-def resolve_checkpoint(weights: Path | None, export: Path | None) -> tuple[Path | None, str]:
-    """The checkpoint for the eager run, or None and a note saying why there is none."""
-    if weights is not None:
-        return (weights, "") if weights.is_file() else (None, f"skipped ({weights}: no such checkpoint file)")
-    if export is None:
-        return None, "skipped (give --weights CKPT or --export DIR to compare with eager PyTorch)"
-    from acfd.training.export import ExportError, read_manifest
+def served_engine(url: str, model: str = "detector") -> tuple[str | None, int]:
+    """The engine and thread count the served detector's config names (``(None, 0)`` if unreadable)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
 
+    client = grpcclient.InferenceServerClient(url)
     try:
-        manifest = read_manifest(export)
-    except ExportError as err:
-        return None, f"skipped ({err})"
-    path = (manifest.get("checkpoint") or {}).get("path")
-    if not path:
-        return None, f"skipped ({export}/export.json names no checkpoint)"
-    path = Path(path)
-    if not path.is_absolute() and not path.is_file():
-        path = Path(export) / path
-    return (path, "") if path.is_file() else (None, f"skipped ({path}: checkpoint named by the export is missing)")
+        config = client.get_model_config(model, as_json=True, client_timeout=30.0).get("config", {})
+    except InferenceServerException:
+        return None, 0
+    finally:
+        client.close()
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    try:
+        threads = int(params.get("threads", "0") or 0)
+    except ValueError:
+        threads = 0
+    return params.get("engine") or None, threads
 
 
-def measure_eager(
-    checkpoint: Path, images: list[bytes], seconds: float, fused: bool = True, threads: int | None = None
-) -> EagerResult:
-    """Decode + multi-scale detect each image with eager PyTorch, one at a time, for ``seconds``
-    (at least one pass over the images, after one untimed warm-up image).
-
-    ``fused`` runs the deploy form (ACB branches and BatchNorm folded, the network the server's
-    ONNX graph holds), so the ratio compares serving with PyTorch on the same network.
-    """
-    import torch
+def measure_in_process(
+    export: Path, images: list[bytes], seconds: float, engine: str | None = None, threads: int = 0
+) -> InProcessResult:
+    """The served pipeline in this process (decode, resize, engine at every test scale,
+    post-processing), one image at a time, for ``seconds`` (at least one pass over the images,
+    after one untimed warm-up image)."""
     from tqdm import tqdm
 
-    from acfd.training.checkpoint import load_model
-    from acfd.training.data.image_io import decode_image
-    from acfd.training.evaluation.inference import detect
-    from acfd.training.model import Predictor
+    from acfd.inference.engines import DEFAULT_ENGINE
+    from acfd.inference.pipeline import InProcessPipeline
 
-    model, preset, _ = load_model(checkpoint)
-    if fused:
-        from acfd.training.export import fuse_copy
-
-        model = fuse_copy(model)
-    predictor = Predictor(model).eval()
-    cfg = preset.inference
-    scales = tuple(tuple(s) for s in cfg.test_scales)
-    default_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        used_threads = torch.get_num_threads()
-        detect(predictor, decode_image(images[0]), scales, cfg)  # warm-up: allocator, thread pool
-        count, started = 0, time.perf_counter()
-        with tqdm(desc="eager PyTorch", unit="img", file=sys.stderr, leave=False) as progress:
-            while True:
-                for data in images:
-                    detect(predictor, decode_image(data), scales, cfg)
-                    count += 1
-                    progress.update(1)
-                if time.perf_counter() - started >= seconds:
-                    break
-        elapsed = time.perf_counter() - started
-    finally:
-        torch.set_num_threads(default_threads)
-    return EagerResult(
+    pipeline = InProcessPipeline(export, engine=engine or DEFAULT_ENGINE, threads=threads)
+    pipeline(images[0])  # warm-up: allocator, thread pool
+    count, started = 0, time.perf_counter()
+    with tqdm(desc="in process", unit="img", file=sys.stderr, leave=False) as progress:
+        while True:
+            for data in images:
+                pipeline(data)
+                count += 1
+                progress.update(1)
+            if time.perf_counter() - started >= seconds:
+                break
+    elapsed = time.perf_counter() - started
+    return InProcessResult(
         images=count,
         seconds=elapsed,
-        checkpoint=str(checkpoint),
-        preset=preset.name,
-        form="fused" if fused else "train",
-        scales=[list(s) for s in scales],
-        threads=used_threads,
+        export=str(export),
+        preset=pipeline.manifest["preset"],
+        engine=pipeline.engine.describe(),
+        scales=[list(s) for s in pipeline.cfg.test_scales],
+        threads=pipeline.engine.threads,
     )
 
 
@@ -325,10 +286,15 @@ def _check_positive(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-trials must be >= 3 (perf_analyzer compares 3 windows), got {args.max_trials}")
     if args.min_requests is not None and args.min_requests < 1:
         raise ValueError(f"--min-requests must be >= 1, got {args.min_requests}")
-    if args.eager_threads is not None and args.eager_threads < 1:
-        raise ValueError(f"--eager-threads must be >= 1, got {args.eager_threads}")
-    if args.eager_seconds is not None and args.eager_seconds <= 0:
-        raise ValueError(f"--eager-seconds must be > 0, got {args.eager_seconds}")
+    if args.local_threads is not None and args.local_threads < 0:
+        raise ValueError(f"--local-threads must be >= 0, got {args.local_threads}")
+    if args.local_seconds is not None and args.local_seconds <= 0:
+        raise ValueError(f"--local-seconds must be > 0, got {args.local_seconds}")
+    if args.local_engine is not None:
+        from acfd.inference.engines import ENGINES
+
+        if args.local_engine not in ENGINES:
+            raise ValueError(f"--local-engine {args.local_engine!r}: choose one of {list(ENGINES)}")
 
 
 def _fail(message: str) -> int:

@@ -84,6 +84,8 @@ class LevelResult:
     server_queue_ms: float = 0.0
     server_compute_ms: float = 0.0  # compute input + infer + output, summed over composing models
     composing_ms: dict[str, float] = field(default_factory=dict)  # model -> avg request latency
+    composing_queue_ms: dict[str, float] = field(default_factory=dict)  # model -> avg queue time
+    composing_compute_ms: dict[str, float] = field(default_factory=dict)  # model -> compute input + infer + output
     requests: int = 0
     stable: bool = True
 
@@ -215,7 +217,14 @@ def run_level(
         raise PerfAnalyzerError(f"perf_analyzer (concurrency {concurrency}): {csv_path} has no rows")
     composing = parse_composing(output).get(concurrency, {})
     requests = parse_request_counts(output).get(concurrency, 0)
-    return replace(rows[0], composing_ms=composing, requests=requests, stable=stable)
+    return replace(
+        rows[0],
+        composing_ms={m: t["latency"] for m, t in composing.items()},
+        composing_queue_ms={m: t["queue"] for m, t in composing.items() if "queue" in t},
+        composing_compute_ms={m: t["compute"] for m, t in composing.items() if "compute" in t},
+        requests=requests,
+        stable=stable,
+    )
 
 
 def _run(command: list[str], install: PerfAnalyzerInstall, settings: SweepSettings, log_path: Path) -> str:
@@ -284,6 +293,7 @@ def parse_csv(text: str) -> list[LevelResult]:
 _LEVEL = re.compile(r"^Request concurrency: (\d+)")
 _MODEL = re.compile(r"^\s+(\S+), version: (\S+)\s*$")
 _AVG_REQUEST = re.compile(r"Avg request latency: (\d+(?:\.\d+)?) usec")
+_PART = re.compile(r"(queue|compute input|compute infer|compute output) (\d+(?:\.\d+)?) usec")
 _REQUESTS = re.compile(r"^\s+Request count: (\d+)")
 
 
@@ -300,11 +310,13 @@ def _level_blocks(stdout: str) -> dict[int, list[str]]:
     return blocks
 
 
-def parse_composing(stdout: str) -> dict[int, dict[str, float]]:
-    """Per level, each composing model's average server request latency in ms (ensembles only)."""
-    found: dict[int, dict[str, float]] = {}
+def parse_composing(stdout: str) -> dict[int, dict[str, dict[str, float]]]:
+    """Per level, each composing model's average server times in ms (ensembles only): ``latency``
+    (its whole request), and where perf_analyzer breaks it down, ``queue`` and ``compute`` (input +
+    infer + output)."""
+    found: dict[int, dict[str, dict[str, float]]] = {}
     for level, lines in _level_blocks(stdout).items():
-        models: dict[str, float] = {}
+        models: dict[str, dict[str, float]] = {}
         in_composing, model = False, None
         for line in lines:
             if line.strip().startswith("Composing models:"):
@@ -312,7 +324,13 @@ def parse_composing(stdout: str) -> dict[int, dict[str, float]]:
             elif in_composing and (m := _MODEL.match(line)):
                 model = m.group(1)
             elif in_composing and model and (m := _AVG_REQUEST.search(line)):
-                models[model] = float(m.group(1)) / 1000.0
+                times = {"latency": float(m.group(1)) / 1000.0}
+                parts = {name: float(value) / 1000.0 for name, value in _PART.findall(line)}
+                if "queue" in parts:
+                    times["queue"] = parts["queue"]
+                if any(name.startswith("compute") for name in parts):
+                    times["compute"] = sum(v for name, v in parts.items() if name.startswith("compute"))
+                models[model] = times
                 model = None
             elif in_composing and line.strip().startswith("Server Prometheus Metrics"):
                 in_composing = False

@@ -443,13 +443,15 @@ def test_parse_recorded_csv():
 
 
 def test_parse_recorded_stdout():
-    assert parse_composing(RECORDED_STDOUT) == {
-        2: {
-            "detector": pytest.approx(2066.509),
-            "postprocess": pytest.approx(15.122),
-            "preprocess": pytest.approx(459.395),
-        }
+    composing = parse_composing(RECORDED_STDOUT)
+    assert {m: t["latency"] for m, t in composing[2].items()} == {
+        "detector": pytest.approx(2066.509),
+        "postprocess": pytest.approx(15.122),
+        "preprocess": pytest.approx(459.395),
     }
+    assert composing[2]["postprocess"]["queue"] == pytest.approx(6.454)
+    assert composing[2]["postprocess"]["compute"] == pytest.approx((475 + 5737 + 2448) / 1000)
+    assert composing[2]["detector"]["compute"] == pytest.approx((10383 + 587096 + 270) / 1000)
     assert parse_request_counts(RECORDED_STDOUT) == {2: 3}
     assert last_error_line(RECORDED_FAILURE) == "Thread [0] had error: in ensemble 'acfd', cannot decode 19 bytes"
     assert last_error_line("error: failed to get model metadata: Request for unknown model") == (

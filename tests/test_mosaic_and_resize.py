@@ -149,7 +149,12 @@ def test_one_resize_rule_for_training_evaluation_and_serving(scale):
     model.max_pixels, model.min_side, model.scales = 10**8, 1, [(h, w)]
     ok, png = cv2.imencode(".png", image[:, :, ::-1])
     served = model._prepare(png.reshape(1, -1))
-    np.testing.assert_array_equal(served[0][0], expected)
+    np.testing.assert_array_equal(served[0][0], resize_rgb(image, h, w))  # uint8 pixels to the detector
+    # ... which the exported graph's first step normalises exactly as image_io.normalize does
+    from acfd.training.model import PixelPredictor
+
+    graph_input = PixelPredictor(lambda images: images)(torch.from_numpy(served[0]))
+    np.testing.assert_array_equal(graph_input[0].numpy(), expected)
     # training: the augmentation warp of a plain resize, and the evaluation data set (square inputs)
     side = min(h, w)
     square = resize_rgb(image, side, side)

@@ -113,23 +113,26 @@ def _first_kept(sorted_boxes: np.ndarray, threshold: np.float32, max_keep: int) 
     suppressed = np.zeros(n, dtype=bool)  # by score position
     kept: list[int] = []
     position = 0
-    while len(kept) < max_keep and position < n:
-        if suppressed[position]:  # jump to the next box still alive
-            position += int(np.argmin(suppressed[position:]))
-            if suppressed[position]:
-                break
-        kept.append(position)
-        box = sorted_boxes[position]
-        x1, x2 = box[0].item(), box[2].item()
-        lo = int(np.searchsorted(x_first, x1 - reach - 1e-6 * abs(x1), side="left"))
-        hi = int(np.searchsorted(x_first, x2 + 1e-6 * abs(x2), side="right"))
-        if hi > lo:
-            # Rows w and h at once: max(min(x2) - max(x1), 0), likewise for y.
-            wh = np.maximum(np.minimum(box[2:4, None], ends[:, lo:hi]) - np.maximum(box[0:2, None], starts[:, lo:hi]), zero)
-            inter = wh[0] * wh[1]
-            union = (area[position] + areas[lo:hi]) - inter
-            iou = np.zeros_like(inter)
-            np.divide(inter, union, out=iou, where=union > zero)
-            suppressed[by_x[lo:hi][iou > threshold]] = True
-        position += 1
+    with np.errstate(divide="ignore", invalid="ignore"):  # union <= 0 is handled below, not by the quotient
+        while len(kept) < max_keep and position < n:
+            if suppressed[position]:  # jump to the next box still alive
+                position += int(np.argmin(suppressed[position:]))
+                if suppressed[position]:
+                    break
+            kept.append(position)
+            box = sorted_boxes[position]
+            x1, x2 = box[0].item(), box[2].item()
+            lo = int(np.searchsorted(x_first, x1 - reach - 1e-6 * abs(x1), side="left"))
+            hi = int(np.searchsorted(x_first, x2 + 1e-6 * abs(x2), side="right"))
+            if hi > lo:
+                # Rows w and h at once: max(min(x2) - max(x1), 0), likewise for y.
+                wh = np.maximum(np.minimum(box[2:4, None], ends[:, lo:hi]) - np.maximum(box[0:2, None], starts[:, lo:hi]), zero)
+                inter = wh[0] * wh[1]
+                union = (area[position] + areas[lo:hi]) - inter
+                positive = union > zero
+                over = (inter / union > threshold) & positive
+                if threshold < zero:  # the contract's IoU is 0 where union <= 0
+                    over |= ~positive
+                suppressed[by_x[lo:hi][over]] = True
+            position += 1
     return np.asarray(kept, dtype=np.int64)

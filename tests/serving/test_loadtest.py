@@ -1,6 +1,6 @@
 """``acfd loadtest`` and the perf_analyzer driver against the real server of the session fixture:
 a short sweep (concurrency 1 and 2) finishes with zero failed requests and writes a CSV with rows,
-the plot and the server/eager ratio; a request the server refuses fails the sweep with its reason."""
+the plot and the server / in-process ratios; a request the server refuses fails the sweep with its reason."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_short_sweep_writes_csv_plot_and_ratio(serving, perf_analyzer, tmp_path,
         [
             "loadtest", "--url", serving.url, "--concurrency", "1:2:1", "--seconds", "1", "--max-trials", "3",
             "--stability", "1000", "--images", "2", "--size", "160x96", "--out", str(out),
-            "--export", str(serving.export_dir), "--eager-seconds", "0.2", "--eager-threads", "1",
+            "--export", str(serving.export_dir), "--local-seconds", "0.2", "--local-threads", "1",
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -51,15 +51,20 @@ def test_short_sweep_writes_csv_plot_and_ratio(serving, perf_analyzer, tmp_path,
     for row in rows:
         assert float(row["infer_per_s"]) > 0 and int(row["requests"]) > 0
         assert float(row["p50_ms"]) <= float(row["p95_ms"]) <= float(row["p99_ms"])
-        for member in ("preprocess", "detector", "postprocess"):
-            assert float(row[f"{member}_ms"]) > 0  # per composing model server time
+        for member in ("preprocess", "detector", "postprocess"):  # per composing model server times
+            request, queue, compute = (float(row[f"{member}_{kind}"]) for kind in ("ms", "queue_ms", "compute_ms"))
+            assert request > 0 and compute > 0 and queue >= 0 and queue + compute <= request + 1e-3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed_requests"] == 0
-    assert summary["eager"]["images"] >= 2 and summary["eager"]["preset"] == serving.preset.name
-    assert summary["eager"]["threads"] == 1 and summary["eager"]["form"] == "fused"
+    local = summary["in_process"]
+    assert local["images"] >= 2 and local["preset"] == serving.preset.name and local["threads"] == 1
+    assert local["engine"].startswith("openvino")  # the engine the served detector reports
     best = max(float(r["infer_per_s"]) for r in rows)
-    assert summary["server_over_eager"] == pytest.approx(best / summary["eager"]["infer_per_s"], rel=1e-3)
-    assert "server / eager throughput" in printed and "failed requests (server statistics): 0" in printed
+    assert summary["server_over_in_process"] == pytest.approx(best / local["infer_per_s"], rel=1e-3)
+    by_level = summary["server_over_in_process_by_level"]
+    assert by_level["2"] == pytest.approx(float(rows[1]["infer_per_s"]) / local["infer_per_s"], rel=1e-3)
+    assert "server / in-process throughput" in printed and "failed requests (server statistics): 0" in printed
+    assert "server/local" in printed
     png = cv2.imread(str(out / "loadtest.png"))
     assert png is not None and png.shape[0] > 100 and png.shape[1] > 100
     data = json.loads((out / "input_data.json").read_text())["data"]

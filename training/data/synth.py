@@ -68,6 +68,15 @@ def generate_scene(rng: np.random.Generator, width: int, height: int) -> tuple[n
     return image, np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
+def scene_png(rng: np.random.Generator, width: int, height: int) -> bytes:
+    """One generated scene encoded as PNG bytes (what clients send a server)."""
+    image, _ = generate_scene(rng, width, height)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("cv2 could not encode a generated scene as PNG")
+    return buf.tobytes()
+
+
 def write_dataset(out_dir: str | Path, images: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE,
                   progress: bool = True) -> dict:
     """Write ``images/synth_NNNNN.png``, ``annotations.json`` (COCO) and ``annotations.csv``
