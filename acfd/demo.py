@@ -2,8 +2,9 @@
 
 Contract (``acfd demo [IMAGES...] [--weights W] [--out DIR] [--scenes N] [--seed S] [--min-score S] [--keep]``):
 
-1. export ``W`` (default: the shipped ``acfd.weights.DEFAULT_WEIGHTS``) to ONNX in ``DIR/export``;
-2. build a CPU model repository in ``DIR/repo``;
+1. export ``W`` (default: the shipped ``acfd.weights.DEFAULT_WEIGHTS``) to ONNX in ``DIR/export``,
+   with the int8 model the default engine serves (``acfd export``'s default);
+2. build a CPU model repository in ``DIR/repo`` (the default engine, ``acfd repo``'s);
 3. start the real Triton Inference Server on free loopback ports (its log: ``DIR/tritonserver.log``);
 4. send ``N`` generated cartoon scenes (seeded, 640x384 to 960x540) and every given image (files, or
    folders searched recursively) through the gRPC client one request at a time (after one warm-up
@@ -209,11 +210,13 @@ def export_and_build(weights: Path, out: Path):
     from acfd.serving.repo import RepoError, build_repository
     from acfd.training.export import ExportError, export_model
     from acfd.training.config import Preset
+    from acfd.training.quantize import quantize_export
 
     step = time.monotonic()
-    _say(f"[1/5] exporting {weights} to ONNX in {out / 'export'}")
+    _say(f"[1/5] exporting {weights} to ONNX in {out / 'export'} (and int8, calibrated on generated scenes)")
     try:
         manifest = export_model(weights, out / "export", progress=True)
+        manifest = quantize_export(out / "export")
     except ExportError as err:
         raise DemoError(str(err)) from None
     preset = Preset.from_dict(manifest["preset_config"])

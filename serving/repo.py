@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from acfd.inference import manifest as manifest_io
-from acfd.inference.engines import DEFAULT_ENGINE, ENGINES, EngineError, model_file
+from acfd.inference.engines import ENGINES, EngineError, choose_engine, model_file
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
 MODELS = ("preprocess", "detector", "postprocess", "acfd")
@@ -83,17 +83,19 @@ def build_repository(
     out: str | Path,
     target: str = "cpu",
     templates: Path = TEMPLATE_DIR,
-    engine: str = DEFAULT_ENGINE,
+    engine: str | None = None,
     threads: int = 0,
     instances: dict[str, int] | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     """Write a complete model repository for ``export_dir`` into ``out``; returns ``out``.
 
-    ``engine`` and ``threads`` (0: every core the server may use) set the CPU detector;
-    ``instances`` maps member model names to instance counts."""
+    ``engine`` (``None``: the default for the export, ``choose_engine``) and ``threads`` (0: every
+    core the server may use) set the CPU detector; ``instances`` maps member model names to instance
+    counts. A fallback taken is appended to ``notes`` as one line."""
     if target not in TARGETS:
         raise RepoError(f"--target {target!r}: choose one of {list(TARGETS)}")
-    if engine not in ENGINES:
+    if engine is not None and engine not in ENGINES:
         raise RepoError(f"--engine {engine!r}: choose one of {list(ENGINES)}")
     if threads < 0:
         raise RepoError(f"--threads {threads}: want 0 (every core) or more")
@@ -107,6 +109,9 @@ def build_repository(
         raise RepoError(f"--out {out}: exists and is not a folder")
 
     if target == "cpu":
+        engine, note = choose_engine(manifest, engine)
+        if note and notes is not None:
+            notes.append(note)
         try:
             artefact = export_dir / model_file(manifest, engine)
         except EngineError as err:

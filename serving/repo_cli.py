@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from acfd.inference.engines import DEFAULT_ENGINE, ENGINES
+from acfd.inference.engines import DEFAULT_ENGINE, ENGINES, FALLBACK_ENGINE
 from acfd.serving.repo import TARGETS, RepoError, build_repository, parse_instances
 
 DEFAULT_OUT = "out/model_repository"
@@ -28,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--engine",
-        default=DEFAULT_ENGINE,
+        default=None,
         choices=ENGINES,
-        help="CPU engine of the detector (--target cpu): openvino runs bf16 where the CPU has it (float32 "
-        "otherwise, said in the server log); the -int8 engines need `acfd export --int8`",
+        help=f"CPU engine of the detector (--target cpu); default {DEFAULT_ENGINE} (the export's int8 model in "
+        f"OpenVINO), {FALLBACK_ENGINE} when the export has none; openvino runs bf16 where the CPU has it "
+        "(float32 otherwise, said in the server log)",
     )
     parser.add_argument("--threads", type=int, default=0, metavar="N", help="detector engine threads; 0 = every core")
     parser.add_argument(
@@ -43,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    notes: list[str] = []
     try:
         out = build_repository(
             args.export, args.out, args.target, engine=args.engine, threads=args.threads,
-            instances=parse_instances(args.instances),
+            instances=parse_instances(args.instances), notes=notes,
         )  # fmt: skip
     except RepoError as err:
         print(f"acfd repo: {err}", file=sys.stderr)
@@ -54,6 +56,16 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"acfd repo: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
         return 1
-    what = f"target {args.target}" + (f", engine {args.engine}" if args.target == "cpu" else "")
+    for note in notes:
+        print(f"acfd repo: {note}")
+    engine = _parameter_of(out / "detector" / "config.pbtxt", "engine") if args.target == "cpu" else None
+    what = f"target {args.target}" + (f", engine {engine}" if engine else "")
     print(f"acfd repo: wrote {out} ({what}); serve it with: acfd serve --model-repository {out}")
     return 0
+
+
+def _parameter_of(config: Path, key: str) -> str | None:
+    import re
+
+    match = re.search(r'key:\s*"' + key + r'"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', config.read_text())
+    return match.group(1) if match else None

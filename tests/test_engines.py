@@ -163,5 +163,14 @@ def test_manifest_of_the_old_format_is_refused(export, tmp_path):
         read_manifest(old)
 
 
+def test_default_engine_is_int8_openvino_with_a_fallback_line(export):
+    manifest = read_manifest(export)
+    assert engines.choose_engine(manifest) == ("openvino-int8", "")
+    assert engines.choose_engine(manifest, "onnxruntime") == ("onnxruntime", "")
+    engine, note = engines.choose_engine({**manifest, "int8": None})
+    assert engine == "openvino" and "no int8 model" in note and "\n" not in note
+    assert InProcessPipeline(export, threads=1).engine.name == "openvino-int8"
+
+
 def test_every_engine_is_tested():
     assert set(TOLERANCES) | {"onnxruntime"} == set(ENGINES)

@@ -1,11 +1,12 @@
 """``acfd export``: checkpoint -> fused ONNX graph + manifest (+ TensorRT engine) in one folder.
 
     acfd export --weights RUN/last.pt --out EXPORT [--opset 17] [--preset acfd51]
-                [--int8 [--calibration DIR] [--calibration-images 32]]
+                [--no-int8 | --calibration DIR [--calibration-images 32]]
                 [--tensorrt [--fp16] [--max-batch 8] [--trt-profiles one|per-scale]]
 
-Writes ``EXPORT/model.onnx`` and ``EXPORT/export.json`` (``EXPORT/model.int8.onnx`` with
-``--int8``, ``EXPORT/model.plan`` with ``--tensorrt``); see ``acfd.training.export`` for the contract. A bad checkpoint or option prints
+Writes ``EXPORT/model.onnx``, ``EXPORT/model.int8.onnx`` (the int8 model the default CPU engine
+serves, calibrated on generated scenes or ``--calibration`` images; not with ``--no-int8``) and
+``EXPORT/export.json`` (and ``EXPORT/model.plan`` with ``--tensorrt``); see ``acfd.training.export`` for the contract. A bad checkpoint or option prints
 one line naming the file or value and exits with status 1.
 """
 
@@ -38,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workspace-mib", type=int, default=4096, help="TensorRT builder workspace in MiB")
     parser.add_argument(
-        "--int8", action="store_true", help="also write model.int8.onnx (convolutions quantized) for the -int8 CPU engines"
-    )
+        "--int8", action=argparse.BooleanOptionalAction, default=True,
+        help="also write model.int8.onnx (convolutions quantized), which the default CPU engine serves",
+    )  # fmt: skip
     parser.add_argument(
         "--calibration", type=Path, default=None, metavar="DIR",
         help="images to calibrate int8 ranges on (frames like those you will serve); default: generated scenes",

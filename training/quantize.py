@@ -3,8 +3,9 @@
 ``quantize_export(export_dir, images)`` writes ``export_dir/model.int8.onnx`` (``INT8_FILE``) with
 ONNX Runtime's static quantization in QDQ form (QuantizeLinear / DequantizeLinear pairs around each
 convolution; weights int8 per output channel, activations uint8 with ranges from the calibration
-images) and records it in the manifest's ``int8`` entry. Only ``Conv`` nodes are quantized: the
-in-graph anchor and box decoding stays float32, where int8 would cost whole pixels. ONNX Runtime
+images) and records it in the manifest's ``int8`` entry. Only ``Conv`` nodes are quantized, and not
+the head's output convolutions (``head_output_convs``): the scores, the box deltas and the in-graph
+anchor and box decoding stay float32, where int8 would cost whole pixels. ONNX Runtime
 and OpenVINO both run the QDQ graph as int8 convolutions (``acfd.inference.engines``).
 
 Calibration input is what a served model sees: each image resized to every test scale with
@@ -15,6 +16,7 @@ your own data, ``acfd export --calibration DIR``); without them, generated carto
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,22 @@ def calibration_batches(images: Sequence[np.ndarray], scales: Sequence[Sequence[
     return [image_io.resize_rgb(image, int(h), int(w))[None] for image in images for h, w in scales]
 
 
+def head_output_convs(path: str | Path) -> list[str]:
+    """Names of the head's output convolutions (class logits, box deltas), which stay float32.
+
+    Their outputs are the detector's answer: int8 there would round every score and box, and a
+    quantize/dequantize pair between them and the box decoding makes OpenVINO's shape inference
+    fail on static input shapes (OpenVINO 2026.4)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = [node.name for node in model.graph.node if node.op_type == "Conv"]
+    outputs = [name for name in names if re.search(r"/head/(cls|reg)_branch/out(_\d+)?/Conv$", name)]
+    if not outputs:
+        raise ExportError(f"{path}: no head output convolutions found (is it an ACFD export?)")
+    return outputs
+
+
 def quantize_export(
     export_dir: str | Path,
     images: Sequence[np.ndarray] | None = None,
@@ -87,6 +105,7 @@ def quantize_export(
             return None if batch is None else {INPUT_NAME: batch}
 
     source_path = export_dir / manifest["onnx"]["file"]
+    outputs = head_output_convs(source_path)
     target = export_dir / INT8_FILE
     tmp = export_dir / f".{INT8_FILE}.tmp"
     root = logging.getLogger()
@@ -96,6 +115,7 @@ def quantize_export(
         quantize_static(
             str(source_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=outputs,
         )  # fmt: skip
         model = onnx.load(str(tmp))
         # The quantizer leaves the calibration run's inferred shapes in value_info; they are those of
@@ -109,6 +129,7 @@ def quantize_export(
     manifest["int8"] = {
         "file": INT8_FILE,
         "quantized_ops": ["Conv"],
+        "float_nodes": outputs,
         "weights": "int8, symmetric, per output channel",
         "activations": "uint8, min-max ranges from calibration",
         "calibration": {"source": source, "images": len(images), "inputs": len(batches)},

@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 
 ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
-# The fastest engine within 0.5 mAP points of float32 on the hold-out (benchmarks/RESULTS.md, issue 14).
-DEFAULT_ENGINE = "openvino"
+# The fastest engine within 0.5 mAP points of float32 on the hold-out (benchmarks/RESULTS.md, issue 14),
+# and the one used when an export has no int8 model.
+DEFAULT_ENGINE = "openvino-int8"
+FALLBACK_ENGINE = "openvino"
 _MAX_COMPILED_SHAPES = 16  # OpenVINO graphs kept per engine (3 test scales x a few batch sizes)
 
 
@@ -42,6 +44,18 @@ class EngineError(RuntimeError):
 def default_threads() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0))
+
+
+def choose_engine(manifest: dict[str, Any], engine: str | None = None) -> tuple[str, str]:
+    """``(engine, note)``: ``engine`` itself when named, else ``DEFAULT_ENGINE``, or
+    ``FALLBACK_ENGINE`` with a one-line note when the export has no int8 model."""
+    if engine is not None:
+        return engine, ""
+    if DEFAULT_ENGINE.endswith("-int8") and not manifest.get("int8"):
+        return FALLBACK_ENGINE, (
+            f"the export has no int8 model (acfd export writes one unless --no-int8); using engine {FALLBACK_ENGINE}"
+        )
+    return DEFAULT_ENGINE, ""
 
 
 def model_file(manifest: dict[str, Any], engine: str) -> str:
@@ -145,19 +159,15 @@ class _OpenVINO(Engine):
         if self.precision == "f32":
             self.precision = "fp32"
         self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        # int8 graphs are compiled once for dynamic shapes: OpenVINO 2026.4's shape inference fails
-        # on the quantized graph's box decoding when the input shape is made static.
-        self.static = not name.endswith("-int8")
 
     def _request(self, shape: tuple[int, ...]):
-        key = shape if self.static else ()
+        key = shape
         request = self.compiled.get(key)
         if request is not None:
             self.compiled.move_to_end(key)
             return request
         model = self.model.clone()
-        if self.static:
-            model.reshape({model.input(0).get_any_name(): list(shape)})
+        model.reshape({model.input(0).get_any_name(): list(shape)})
         try:
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as err:
@@ -181,15 +191,17 @@ class _OpenVINO(Engine):
 def open_engine(
     folder: str | Path,
     manifest: dict[str, Any],
-    engine: str = DEFAULT_ENGINE,
+    engine: str | None = None,
     threads: int = 0,
     warm_up: bool = True,
     precision: str = "auto",
 ) -> Engine:
-    """The ``engine`` for the export (or model repository version) folder ``folder``, whose manifest
-    is ``manifest``; ``threads=0`` uses every core this process may run on. ``precision`` ("auto",
-    "bf16", "f32") applies to ``openvino`` only. ``warm_up`` runs it once at each test scale."""
+    """The ``engine`` (``None``: ``choose_engine``'s) for the export (or model repository version)
+    folder ``folder``, whose manifest is ``manifest``; ``threads=0`` uses every core this process may
+    run on. ``precision`` ("auto", "bf16", "f32") applies to ``openvino`` only. ``warm_up`` runs it
+    once at each test scale. A fallback the engine took is in its ``note``."""
     folder = Path(folder)
+    engine, chosen_note = choose_engine(manifest, engine)
     path = folder / model_file(manifest, engine)
     if not path.is_file():
         raise EngineError(f"{path}: model file of engine {engine} is missing")
@@ -201,6 +213,7 @@ def open_engine(
         runner: Engine = _OnnxRuntime(path, engine, threads, onnx_info["input"], onnx_info["outputs"])
     else:
         runner = _OpenVINO(path, engine, threads, onnx_info["outputs"], precision=precision)
+    runner.note = "; ".join(note for note in (chosen_note, runner.note) if note)
     if warm_up:
         for height, width in manifest["test_scales"]:
             runner(np.zeros((1, int(height), int(width), 3), np.uint8))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from acfd.inference.engines import DEFAULT_ENGINE, Engine, open_engine
+from acfd.inference.engines import Engine, open_engine
 from acfd.training.data import image_io
 
 
@@ -57,9 +57,10 @@ def inference_config(manifest: dict[str, Any]):
 
 
 class InProcessPipeline:
-    """Bytes in, ``(boxes [N, 4], scores [N])`` in original pixels out: the served ensemble in one process."""
+    """Bytes in, ``(boxes [N, 4], scores [N])`` in original pixels out: the served ensemble in one
+    process. ``engine`` ``None`` takes the serving default for the export (``choose_engine``)."""
 
-    def __init__(self, export_dir: str | Path, engine: str = DEFAULT_ENGINE, threads: int = 0, runner: Engine | None = None):
+    def __init__(self, export_dir: str | Path, engine: str | None = None, threads: int = 0, runner: Engine | None = None):
         from acfd.training.export import read_manifest
 
         self.manifest = read_manifest(export_dir)

@@ -3,7 +3,8 @@
 The fixture builds everything the way a user would: a ``tiny`` checkpoint (seeded, with the head's
 output layers scaled down and the classification bias set so that an untrained network still
 reports a few dozen spread-out detections instead of none or thousands of ties), ``export_model``,
-``build_repository`` (target cpu), and ``TritonServer`` on free loopback ports. The preset is
+the int8 model ``acfd export`` adds by default, ``build_repository`` (target cpu, the default
+engine), and ``TritonServer`` on free loopback ports. The preset is
 ``tiny`` with the paper's test scales divided by four, so each request costs a few tens of
 milliseconds of CPU and the concurrency test fits the test budget; everything else (thresholds,
 NMS, top-k, normalisation) is the paper's.
@@ -66,6 +67,7 @@ def serving(tmp_path_factory) -> Iterator[Serving]:
     from acfd.serving.repo import build_repository
     from acfd.serving.server import ServerConfig, ServerError, TritonServer, find_tritonserver, free_port
     from acfd.training.export import export_model
+    from acfd.training.quantize import generated_images, quantize_export
 
     try:
         find_tritonserver()
@@ -74,7 +76,8 @@ def serving(tmp_path_factory) -> Iterator[Serving]:
     root = tmp_path_factory.mktemp("serving")
     preset = make_checkpoint(root / "tiny.pt", write_test_preset(root / "tiny_serving.yaml"))
     export_model(root / "tiny.pt", root / "export", progress=False)
-    repo = build_repository(root / "export", root / "repo", target="cpu")
+    quantize_export(root / "export", generated_images(4, seed=3))  # as `acfd export` does by default
+    repo = build_repository(root / "export", root / "repo", target="cpu")  # the default repository
     ports = set()
     while len(ports) < 3:
         ports.add(free_port())

@@ -78,12 +78,14 @@ def demo_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def in_process(demo_run, tmp_path_factory):
     """Detections of the demo's checkpoint on encoded bytes, computed here: exported again (the export
-    is deterministic) and run by the default engine in this process."""
+    and its int8 calibration are deterministic) and run by the default engine in this process."""
     from acfd.inference.pipeline import InProcessPipeline
     from acfd.training.export import export_model
+    from acfd.training.quantize import quantize_export
 
     export = tmp_path_factory.mktemp("demo_export")
     export_model(demo_run["checkpoint"], export, progress=False)
+    quantize_export(export)  # the default calibration (generated scenes, seed 0) the demo uses
     return InProcessPipeline(export, threads=1)
 
 

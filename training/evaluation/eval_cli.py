@@ -1,6 +1,6 @@
 """``acfd eval``: AP@0.5 of a checkpoint (or of a freshly initialised preset) on a data set.
 
-``acfd eval (--weights W | --preset NAME) --data PATH [--images DIR] [--format F] [--split S (default val)]
+``acfd eval (--weights W | --preset NAME | --export DIR [--engine E]) --data PATH [--images DIR] [--format F] [--split S (default val)]
 [--no-ignore] [--multiscale | --scales HxW...]
 [--json [OUT]] [--plot pr.png] [--limit N] [--device cpu] [--precision fp32|bf16] [--min-score S]`` prints a
 short report ending in ``mAP@0.5: 0.xxxx``, with precision, recall, F1 and the faces found per size at the
@@ -10,6 +10,9 @@ without OUT, to stdout instead of the report; ``--plot`` writes the precision-re
 Single scale and ``--multiscale`` use the checkpoint's own scales (the paper's for a model trained at
 640; scaled with the training size otherwise); ``--scales`` names others, merged when several.
 ``--preset`` alone evaluates a freshly initialised (seeded) model: the floor a trained one must beat.
+``--export`` evaluates an ``acfd export`` folder through a CPU engine (``--engine``, default the
+serving default; ``acfd.inference.engines``) exactly as the server runs it: uint8 pixels into the
+exported graph, the same post-processing.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--weights", metavar="CKPT", help="checkpoint to evaluate (its preset comes with it)")
     model.add_argument("--preset", metavar="NAME", help="evaluate a freshly initialised model of this preset")
+    model.add_argument("--export", metavar="DIR", help="evaluate an `acfd export` folder through a CPU engine (--engine)")
+    parser.add_argument(
+        "--engine", default=None, metavar="ENGINE",
+        help="CPU engine with --export: openvino (default), openvino-int8, onnxruntime, onnxruntime-int8",
+    )  # fmt: skip
     parser.add_argument(
         "--data", required=True, metavar="PATH",
         help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, or a folder holding one"
@@ -132,6 +140,21 @@ def _model(args):
     return build_model(preset), preset
 
 
+def _engine_network(args):
+    """``(EngineNetwork, preset)`` for ``--export``: the export's graph in a CPU engine."""
+    from acfd.inference.engines import DEFAULT_ENGINE, open_engine
+    from acfd.inference.manifest import read_manifest
+    from acfd.training.config import Preset
+    from acfd.training.evaluation.inference import EngineNetwork
+
+    manifest = read_manifest(args.export)
+    engine = open_engine(args.export, manifest, args.engine or DEFAULT_ENGINE, warm_up=False)
+    if engine.note:
+        print(f"acfd eval: {engine.note}", file=sys.stderr)
+    print(f"acfd eval: {args.export} through {engine.describe()}", file=sys.stderr)
+    return EngineNetwork(engine), Preset.from_dict(manifest["preset_config"])
+
+
 def run(args: argparse.Namespace) -> int:
     data_path = Path(args.data)
     if not data_path.exists():
@@ -147,10 +170,12 @@ def run(args: argparse.Namespace) -> int:
     from acfd.training.data.annotations import load_detection_set
     from acfd.training.model import Predictor
 
+    if args.engine is not None and not args.export:
+        return _fail("--engine applies to --export (an exported model run by a CPU engine)")
     try:
         device = _device(args.device)
-        model, preset = _model(args)
-    except (ValueError, OSError) as err:
+        model, preset = _engine_network(args) if args.export else _model(args)
+    except (ValueError, OSError, RuntimeError) as err:  # ManifestError, EngineError
         return _fail(str(err))
     try:
         detection_set = load_detection_set(
@@ -168,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
         return _fail(f"--min-score {args.min_score}: must be between 0 and 1")
-    predictor = Predictor(model).to(device).eval()
+    predictor = model if args.export else Predictor(model).to(device).eval()
     cfg = preset.inference
     if args.scales:
         cfg = dataclasses.replace(cfg, single_scale=args.scales[0], test_scales=tuple(args.scales))

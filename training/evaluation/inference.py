@@ -6,7 +6,9 @@ resize rule of training and serving; aspect ratio not kept), normalised with :fu
 then go through :func:`acfd.training.postprocess.postprocess` (threshold, top-k per scale, map back
 per axis, merge, clip, NMS, top-100), the same code the serving postprocess model runs.
 
-The predictor must be in eval mode; inputs go to the device of its first parameter.
+The predictor must be in eval mode; inputs go to the device of its first parameter. An
+``EngineNetwork`` (an exported graph in a CPU engine of ``acfd.inference.engines``) takes the
+resized uint8 pixels instead and normalises in its graph, as the served detector does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def network_input(image_rgb: np.ndarray, scale_hw: tuple[int, int]) -> np.ndarra
     return normalize(resize_rgb(image_rgb, height, width))
 
 
+class EngineNetwork:
+    """An engine where evaluation takes a predictor: ``engine(pixels [B, H, W, 3] uint8)``."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def eval(self) -> "EngineNetwork":
+        return self
+
+
 def _device_of(predictor: torch.nn.Module) -> torch.device:
     param = next(predictor.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -42,6 +54,9 @@ def _device_of(predictor: torch.nn.Module) -> torch.device:
 @torch.inference_mode()
 def run_network(predictor: torch.nn.Module, images: Sequence[np.ndarray], scale_hw: tuple[int, int]):
     """Raw predictor outputs for a batch of images at one scale: NumPy ``(scores [B, A], boxes [B, A, 4])``."""
+    if isinstance(predictor, EngineNetwork):
+        height, width = scale_hw
+        return predictor.engine(np.stack([resize_rgb(image, height, width) for image in images]))
     batch = torch.from_numpy(np.stack([network_input(image, scale_hw) for image in images]))
     scores, boxes = predictor(batch.to(_device_of(predictor)))
     return scores.float().cpu().numpy(), boxes.float().cpu().numpy()

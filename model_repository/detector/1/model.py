@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from acfd.inference.engines import DEFAULT_ENGINE, open_engine
+from acfd.inference.engines import open_engine
 from acfd.inference.manifest import read_manifest
 
 
@@ -30,7 +30,7 @@ class TritonPythonModel:
         self.input_name = manifest["onnx"]["input"]
         self.output_names = list(manifest["onnx"]["outputs"])  # ["scores", "boxes"]
         self.engine = open_engine(
-            version_dir, manifest, params.get("engine", DEFAULT_ENGINE), threads=int(params.get("threads", "0") or 0)
+            version_dir, manifest, params.get("engine") or None, threads=int(params.get("threads", "0") or 0)
         )
         # The server log says which engine serves, and (one line) any fallback it took.
         print(f"detector: engine {self.engine.describe()}" + (f"; {self.engine.note}" if self.engine.note else ""), flush=True)
