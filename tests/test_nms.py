@@ -148,13 +148,34 @@ def crowded(rng, n, faces, extent=1000.0):
 
 @pytest.mark.parametrize("faces", [1, 10, 200, 3000])
 @pytest.mark.parametrize("max_keep", [1, 7, 100])
-def test_stopping_at_max_keep_gives_the_full_run_cut(faces, max_keep):
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.55, 0.95])
+def test_stopping_at_max_keep_gives_the_full_run_cut(faces, max_keep, threshold):
     rng = np.random.default_rng(faces * 100 + max_keep)
     boxes, scores = crowded(rng, 3000, faces)
-    full = nms(boxes, scores, 0.55)
-    first = nms(boxes, scores, 0.55, max_keep=max_keep)
+    full = nms(boxes, scores, threshold)
+    first = nms(boxes, scores, threshold, max_keep=max_keep)
     assert first.dtype == np.int64
     assert first.tolist() == full[:max_keep].tolist()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_stopping_early_at_the_iou_boundary(seed):
+    """Pairs built to sit within float32 rounding of the threshold: the sliced search must still
+    see every box the contract's IoU suppresses (widths of 1 to 500 px, offsets near the bound)."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    width = np.exp(rng.uniform(0, np.log(500), n))
+    x1 = rng.uniform(-50, 2000, n)
+    base = np.stack([x1, np.zeros(n), x1 + width, width], axis=1)
+    # a partner shifted along x so that IoU is t: for equal boxes IoU = (w - d) / (w + d)
+    t = 0.55
+    shift = width * (1 - t) / (1 + t) * (1 + rng.normal(0, 1e-6, n))
+    partner = base + np.stack([shift, np.zeros(n), shift, np.zeros(n)], axis=1)
+    boxes = np.concatenate([base, partner]).astype(np.float32)
+    scores = rng.random(2 * n).astype(np.float32)
+    full = nms(boxes, scores, t)
+    assert nms(boxes, scores, t, max_keep=len(full)).tolist() == full.tolist()
+    assert nms(boxes, scores, t, max_keep=50).tolist() == full[:50].tolist()
 
 
 @pytest.mark.parametrize("seed", range(4))
