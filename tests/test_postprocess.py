@@ -92,3 +92,21 @@ def test_module_does_not_import_torch():
     code = "import sys, acfd.training.postprocess; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_selection_by_partition_equals_the_stable_sort(seed):
+    """More candidates than top-k, with ties at the cut: the partition path keeps what a stable
+    descending sort of every passing score would keep, in the same order."""
+    from acfd.training.postprocess import descending_order, select_per_scale
+
+    rng = np.random.default_rng(seed)
+    n = 5000
+    scores = (rng.integers(0, 40, n) / 40).astype(np.float32)  # few distinct values: ties everywhere
+    boxes = rng.uniform(0, 100, (n, 4)).astype(np.float32)
+    for topk in (1, 37, 1000, 4999, 6000):
+        got_scores, got_boxes = select_per_scale(scores, boxes, 0.08, topk)
+        passing = np.flatnonzero(scores > np.float32(0.08))
+        order = descending_order(scores[passing], np)[:topk]
+        np.testing.assert_array_equal(got_scores, scores[passing][order])
+        np.testing.assert_array_equal(got_boxes, boxes[passing][order])

@@ -45,9 +45,22 @@ def select_per_scale(scores, boxes, score_threshold: float, topk: int, xp: Modul
     if scores.shape[0] != boxes.shape[0]:
         raise ValueError(f"postprocess: {scores.shape[0]} scores but {boxes.shape[0]} boxes")
     passing = xp.flatnonzero(scores > xp.float32(score_threshold))
+    topk = max(int(topk), 0)
+    if xp is np and passing.size > topk > 0:
+        passing = _top_positions(scores, passing, topk)
     scores, boxes = scores[passing], boxes[passing]
-    order = descending_order(scores, xp)[: max(int(topk), 0)]
+    order = descending_order(scores, xp)[:topk]
     return scores[order], boxes[order]
+
+
+def _top_positions(scores: np.ndarray, passing: np.ndarray, topk: int) -> np.ndarray:
+    """The ``topk`` of ``passing`` a stable descending sort would put first, found by partition:
+    every score above the ``topk``-th largest, then the lowest positions among those equal to it."""
+    values = scores[passing]
+    cut = np.partition(values, values.size - topk)[values.size - topk]
+    above = passing[values > cut]
+    tied = passing[values == cut][: topk - above.size]
+    return np.sort(np.concatenate([above, tied]))  # positions in input order, as before the cut
 
 
 def finalize(

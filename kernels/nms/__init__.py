@@ -31,6 +31,11 @@ def cupy_usable() -> str | None:
         import cupy
     except Exception as err:  # ImportError, or a broken CUDA library underneath
         return f"CuPy is not importable ({type(err).__name__}: {err})"
+    from acfd.kernels.nms.nvrtc import preload_nvrtc
+
+    # CuPy 13.6 does not find the NVRTC of the pip wheel by itself: without a CUDA toolkit the
+    # first kernel compile (the NMS warm-up) would fail. A missing NVRTC shows up at that compile.
+    preload_nvrtc()
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "CuPy sees no CUDA GPU"
