@@ -108,7 +108,7 @@ def session(exported):
 
 def test_cli_writes_model_and_manifest(exported):
     out = exported["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"]  # int8 by default
     assert not exported["model"].is_fused  # the caller's network is copied, not fused in place
 
 
@@ -143,7 +143,8 @@ def test_manifest_values(exported):
     assert manifest["anchors_per_scale"] == {f"{h}x{w}": expected_anchor_count(h, w) for h, w in SCALES}
     assert manifest["postprocess"] == {"score_threshold": 0.08, "pre_nms_topk": 1000, "nms_iou": 0.55, "max_detections": 100,
                                        "display_threshold": 0.5}
-    assert manifest["tensorrt"] is None and manifest["int8"] is None
+    assert manifest["tensorrt"] is None
+    assert manifest["int8"]["file"] == "model.int8.onnx" and manifest["int8"]["calibration"]["source"] == "generated scenes"
 
 
 def test_graph_is_valid_fused_and_dynamic(exported):
@@ -259,7 +260,9 @@ def test_foreign_torch_file(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "flags,needle",
-    [(["--opset", "5"], "opset 5"), (["--fp16"], "--tensorrt"), (["--max-batch", "0"], "max batch 0")],
+    [(["--opset", "5"], "opset 5"), (["--fp16"], "--tensorrt"), (["--max-batch", "0"], "max batch 0"),
+     (["--calibration", "/nonexistent/frames"], "--calibration /nonexistent/frames: no such folder"),
+     (["--calibration-images", "0"], "--calibration-images 0: want at least 1")],
 )
 def test_bad_option(exported, tmp_path, capsys, flags, needle):
     rc, lines = _export_cli(capsys, "--weights", str(exported["weights"]), "--out", str(tmp_path / "e"), *flags)
