@@ -2,7 +2,9 @@
 
 ``build_repository(export_dir, out, target)`` copies the committed templates in the project's
 ``model_repository/`` (configs and python models of ``preprocess``, ``detector``, ``postprocess``
-and the ``acfd`` ensemble) into ``out`` and adds the generated artefacts:
+and the ``acfd`` ensemble; installed as the package data ``acfd.model_repository``, found with
+``importlib.resources``, so a wheel install has them too) into ``out`` and adds the generated
+artefacts:
 
 * every model's version folder gets a copy of the manifest, ``1/export.json`` (scales, thresholds,
   normalisation, tensor names are read from it at load time; nothing is typed twice);
@@ -24,13 +26,24 @@ from __future__ import annotations
 
 import re
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from acfd.inference import manifest as manifest_io
 from acfd.inference.engines import ENGINES, EngineError, choose_engine, model_file
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
+
+def _template_dir() -> Path:
+    """The installed templates (package ``acfd.model_repository``: the checkout's folder in an
+    editable install, site-packages in a wheel install)."""
+    try:
+        return Path(str(resources.files("acfd.model_repository")))
+    except ModuleNotFoundError:  # an install from before the templates were package data
+        return Path(__file__).resolve().parent.parent / "model_repository"
+
+
+TEMPLATE_DIR = _template_dir()
 MODELS = ("preprocess", "detector", "postprocess", "acfd")
 TARGETS = ("cpu", "tensorrt")
 MANIFEST_FILE = manifest_io.MANIFEST_FILE
@@ -102,7 +115,7 @@ def build_repository(
     export_dir, out = Path(export_dir), Path(out)
     manifest = read_manifest(export_dir)
     if not all((templates / model / "config.pbtxt").is_file() for model in MODELS):
-        raise RepoError(f"{templates}: model repository templates not found (run from a checkout of the project)")
+        raise RepoError(f"{templates}: model repository templates not found (reinstall acfd: they ship as its package data acfd.model_repository)")
     if out.resolve() == templates.resolve():
         raise RepoError(f"--out {out}: that is the committed template folder; choose another folder")
     if out.exists() and not out.is_dir():
