@@ -10,6 +10,13 @@ A checkpoint is a ``torch.save``'d dict::
 ``save_checkpoint`` writes to a temporary file in the same folder, fsyncs it and renames it over
 the target, so a killed process never leaves a half-written checkpoint behind.
 
+``read_checkpoint`` is the one reader of these files: ``torch.load(..., weights_only=True)``, which
+builds only tensors and plain data (dict, list, tuple, str, numbers), so a file from a stranger cannot
+run code on load. A pickle that names anything else (``os.system``, a class) is refused in one line,
+before anything of it runs. ``capture_rng_state`` stores NumPy's generator state as a tensor; older
+training checkpoints hold it as a ``uint32`` array, and ``LEGACY_NUMPY_GLOBALS`` allows exactly that
+(arrays of other dtypes, object arrays included, are still refused), so they load unchanged.
+
 A training checkpoint (``acfd train``) also holds ``optimizer``, ``scheduler``, ``scaler``,
 ``epoch`` (epochs completed), ``iteration`` (optimizer steps done), ``rng`` (``capture_rng_state``)
 and ``best_ap``; ``read_training_state`` checks those are there before a resume.
@@ -18,8 +25,12 @@ and ``best_ap``; ``read_training_state`` checks those are there before a resume.
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +74,83 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def _legacy_numpy_globals() -> list:
+    """What ``np.random.get_state()`` pickles as: a ``uint32`` array (names of NumPy 1 and 2)."""
+    reconstruct = np.zeros(1).__reduce__()[0]
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+            (reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct")]
+
+
+LEGACY_NUMPY_GLOBALS = _legacy_numpy_globals()
+_UNTRUSTED = "only tensors and plain data are loaded; a file from an untrusted source?"
+
+
+def _global_kind(name: str) -> str:
+    """``'class'`` when ``name`` is a class of a module already imported, else ``'call'``; imports nothing."""
+    module, _, attr = name.rpartition(".")
+    found = getattr(sys.modules.get(module), "__dict__", {}).get(attr)
+    return "class" if isinstance(found, type) else "call"
+
+
+def _refusal(path: Path, err: Exception) -> CheckpointError:
+    """One line for what the weights-only unpickler refused (torch's own message is a page long)."""
+    text = str(err)
+    named = re.search(r"GLOBAL ([\w.]+)", text)
+    if named:
+        module, _, attr = named.group(1).rpartition(".")
+        name = f"{'os' if module in ('posix', 'nt') else module}.{attr}"
+        if _global_kind(named.group(1)) == "class":
+            return CheckpointError(f"{path}: refused: the checkpoint holds an object of type {name} ({_UNTRUSTED})")
+        return CheckpointError(f"{path}: refused: the checkpoint's pickle wants to call {name} ({_UNTRUSTED})")
+    built = re.search(r"but got <class '([\w.]+)'>", text)
+    if built:
+        return CheckpointError(f"{path}: refused: the checkpoint holds an object of type {built.group(1)} ({_UNTRUSTED})")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
+    reason = detail.group(1) if detail else text.strip().splitlines()[0]
+    return CheckpointError(f"{path}: not a readable checkpoint (not a torch.save file: {reason})")
+
+
+def _check_arrays(path: Path, payload: Any) -> None:
+    """NumPy arrays only as the legacy RNG keys (``uint32``); the unpickler could build others from parts."""
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, np.ndarray) and item.dtype != np.uint32:
+            raise CheckpointError(f"{path}: refused: the checkpoint holds a NumPy array of {item.dtype} ({_UNTRUSTED})")
+
+
+def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure is a one-line ``CheckpointError``."""
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(LEGACY_NUMPY_GLOBALS):
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch")  # pickle protocol notes
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # what the weights-only unpickler raises for anything it refuses
+        raise _refusal(path, err) from err
+    except EOFError as err:
+        what = "the file is empty" if path.stat().st_size == 0 else "the file ends early: truncated?"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({what})") from err
+    except RuntimeError as err:
+        first = str(err).strip().split(". ")[0]
+        if "zip archive" in first:  # "failed finding central directory": cut short by a copy or download
+            raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: {first})") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint (RuntimeError: {first})") from err
+    except Exception as err:  # torch raises many kinds for foreign files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from err
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint dict; ``CheckpointError`` says what is wrong with it."""
+    """Load (weights only: no code runs) and validate a checkpoint dict; ``CheckpointError`` says what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises many kinds for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    payload = _torch_load(path, map_location)
+    _check_arrays(path, payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an ACFD checkpoint (no '{FORMAT}' format marker)")
     if payload.get("version") != VERSION:
@@ -107,16 +186,25 @@ TRAINING_KEYS = ("train_model", "ema_updates", "optimizer", "scheduler", "scaler
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA, when present) generator states, for exact resumes."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch (and CUDA, when present) generator states, for exact resumes.
+
+    Plain data only (what ``weights_only`` loads): NumPy's ``('MT19937', keys, pos, has_gauss,
+    cached_gaussian)`` keeps its 624 ``uint32`` keys as an int64 tensor, not an array.
+    """
+    name, keys, *rest = np.random.get_state()
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
+                             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set the generators from ``capture_rng_state`` (or an older checkpoint's array form)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
