@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from acfd.training.checkpoint import load_model
+from acfd.training.checkpoint import load_model, read_checkpoint
 from acfd.weights import DEFAULT_WEIGHTS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -20,7 +20,7 @@ def _script(name):
 
 def test_package_weights_keeps_the_model_and_sets_scales_for_its_training_size(tmp_path, capsys):
     package = _script("package_weights")
-    source = torch.load(DEFAULT_WEIGHTS, weights_only=False)
+    source = read_checkpoint(DEFAULT_WEIGHTS)
     # a full training checkpoint at 256 whose preset still holds the paper's scales
     full = dict(source, optimizer={"state": {}}, rng={"torch": torch.get_rng_state()})
     full["preset"] = dict(full["preset"], train=dict(full["preset"]["train"], input_size=256),
@@ -29,7 +29,7 @@ def test_package_weights_keeps_the_model_and_sets_scales_for_its_training_size(t
     torch.save(full, tmp_path / "best.pt")
     assert package.main([str(tmp_path / "best.pt"), str(tmp_path / "w.pt")]) == 0
     assert "test scales 192x258, 256x344, 320x430" in capsys.readouterr().out
-    shipped = torch.load(tmp_path / "w.pt", weights_only=False)
+    shipped = read_checkpoint(tmp_path / "w.pt")
     assert "optimizer" not in shipped and "rng" not in shipped
     assert [list(s) for s in shipped["preset"]["inference"]["test_scales"]] == [[192, 258], [256, 344], [320, 430]]
     model, preset, _ = load_model(tmp_path / "w.pt")
@@ -44,7 +44,7 @@ def test_package_weights_takes_the_threshold_of_best_f1_and_named_scales(tmp_pat
     import json
 
     package = _script("package_weights")
-    source = torch.load(DEFAULT_WEIGHTS, weights_only=False)
+    source = read_checkpoint(DEFAULT_WEIGHTS)
     torch.save(source, tmp_path / "best.pt")
     (tmp_path / "eval.json").write_text(json.dumps({"best_f1": {"f1": 0.7, "threshold": 0.41234}}))
     argv = [str(tmp_path / "best.pt"), str(tmp_path / "w.pt"), "--threshold-from", str(tmp_path / "eval.json"),

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from acfd.cli import main
+from acfd.training.checkpoint import read_checkpoint
 from acfd.training.data.synth import write_dataset
 from acfd.training.trainer import TrainOptions, train
 
@@ -134,15 +135,15 @@ def test_interrupted_and_resumed_equals_uninterrupted(scenes, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(_opts(scenes / "small", tmp_path / "b", on_epoch_end=stop_after_first, **opts))
-    first = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    first = read_checkpoint(tmp_path / "b" / "last.pt")
     assert (first["epoch"], first["iteration"], first["ema_updates"]) == (1, 2, 2)
     # something else uses the global generators between the two processes' lives
     torch.manual_seed(12345)
     resumed = train(_opts(scenes / "small", tmp_path / "b", resume=True, **opts))
     assert resumed.status == "done" and resumed.iteration == 6
 
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    a = read_checkpoint(tmp_path / "a" / "last.pt")
+    b = read_checkpoint(tmp_path / "b" / "last.pt")
     for key in ("model", "train_model"):  # the EMA and the raw weights
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
@@ -187,7 +188,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(scenes, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "loss is nan at iteration 3 (epoch 2)" in err[0]
     assert str(run / "last.pt") in err[0]
-    saved = torch.load(run / "last.pt", weights_only=False)
+    saved = read_checkpoint(run / "last.pt")
     assert (saved["epoch"], saved["iteration"]) == (1, 2)  # epoch 1 ended at iteration 2; nothing after
 
 
@@ -248,8 +249,8 @@ def test_init_starts_from_the_default_weights_with_a_fresh_schedule(scenes, tmp_
     run = train(_opts(scenes / "small", tmp_path / "ft", preset="mid", init=str(DEFAULT_WEIGHTS), epochs=1,
                       max_iters=1, warmup_iters=5))
     assert run.status == "done"
-    default = torch.load(DEFAULT_WEIGHTS, weights_only=False)["model"]
-    tuned = torch.load(tmp_path / "ft" / "last.pt", weights_only=False)
+    default = read_checkpoint(DEFAULT_WEIGHTS)["model"]
+    tuned = read_checkpoint(tmp_path / "ft" / "last.pt")
     assert (tuned["epoch"], tuned["iteration"]) == (1, 1)  # a new run, not the default model's epoch count
     for name, value in default.items():
         if name.endswith(("running_mean", "running_var", "num_batches_tracked")):

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
+
+from acfd.training.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ACFD_REAL_DATA", ROOT.parent / "shared" / "data" / "icartoonface_train"))
@@ -29,7 +30,7 @@ def test_dry_run_trains_within_its_minute_and_scores_the_holdout(tmp_path):
     assert plan and plan["epochs"] < 300 and summary["epochs"] <= plan["epochs"]
     assert "stopped by --max-minutes 1" in proc.stdout or summary["epochs"] == plan["epochs"]
     assert 0.0 <= summary["holdout_map50"] <= 1.0
-    saved = torch.load(out / "train" / "last.pt", weights_only=False)
+    saved = read_checkpoint(out / "train" / "last.pt")
     assert saved["preset"]["train"]["epochs"] == plan["epochs"] and saved["budget_plan"] == plan
     assert (out / "weights.pt").is_file() and (out / "train" / "best.pt").is_file()
     assert json.loads((out / "eval.json").read_text())["images"] == 230

@@ -31,6 +31,7 @@ import re
 import sys
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,9 @@ def _refusal(path: Path, err: Exception) -> CheckpointError:
     named = re.search(r"GLOBAL ([\w.]+)", text)
     if named:
         module, _, attr = named.group(1).rpartition(".")
+        module = module or "builtins"  # torch names builtins bare: "GLOBAL exec"
         name = f"{'os' if module in ('posix', 'nt') else module}.{attr}"
-        if _global_kind(named.group(1)) == "class":
+        if _global_kind(f"{module}.{attr}") == "class":
             return CheckpointError(f"{path}: refused: the checkpoint holds an object of type {name} ({_UNTRUSTED})")
         return CheckpointError(f"{path}: refused: the checkpoint's pickle wants to call {name} ({_UNTRUSTED})")
     built = re.search(r"but got <class '([\w.]+)'>", text)
@@ -125,6 +127,11 @@ def _check_arrays(path: Path, payload: Any) -> None:
 
 def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     """``torch.load`` with ``weights_only=True``; every failure is a one-line ``CheckpointError``."""
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format; the end record comes last
+    if zipped and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated: its zip archive has no end record; "
+                              "an interrupted copy or download?)")
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(LEGACY_NUMPY_GLOBALS):
             warnings.filterwarnings("ignore", category=UserWarning, module="torch")  # pickle protocol notes
@@ -134,11 +141,9 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     except EOFError as err:
         what = "the file is empty" if path.stat().st_size == 0 else "the file ends early: truncated?"
         raise CheckpointError(f"{path}: not a readable checkpoint ({what})") from err
-    except RuntimeError as err:
+    except RuntimeError as err:  # PytorchStreamReader's page-long notes: the first sentence says it
         first = str(err).strip().split(". ")[0]
-        if "zip archive" in first:  # "failed finding central directory": cut short by a copy or download
-            raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: {first})") from err
-        raise CheckpointError(f"{path}: not a readable checkpoint (RuntimeError: {first})") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint ({'corrupted' if zipped else 'RuntimeError'}: {first})") from err
     except Exception as err:  # torch raises many kinds for foreign files
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from err
