@@ -53,8 +53,10 @@ from pathlib import Path
 
 import torch
 
+from acfd.training.checkpoint import read_checkpoint
+
 out, minutes, trained, device = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-ckpt = torch.load(out / "train" / "last.pt", map_location="cpu", weights_only=False)
+ckpt = read_checkpoint(out / "train" / "last.pt")
 ours = json.loads((out / "eval.json").read_text())["ap"]
 summary = {
     "preset": ckpt["preset"]["name"], "input_size": ckpt["preset"]["train"]["input_size"],

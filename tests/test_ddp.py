@@ -39,8 +39,8 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     out.mkdir()
     mp.spawn(_rank_main, args=(2, _free_port(), str(data), str(out)), nprocs=2, join=True)
 
-    w0 = torch.load(out / "rank0.pt")
-    w1 = torch.load(out / "rank1.pt")
+    w0 = torch.load(out / "rank0.pt", weights_only=True)
+    w1 = torch.load(out / "rank1.pt", weights_only=True)
     assert w0.keys() == w1.keys()
     for name in w0:
         assert torch.equal(w0[name], w1[name]), name
