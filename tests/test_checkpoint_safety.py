@@ -102,6 +102,24 @@ def test_cli_refuses_the_malicious_checkpoint_in_one_line(evil, tmp_path, comman
     assert not marker.exists() and "ACFD_PWNED" not in os.environ
 
 
+def test_train_init_and_resume_refuse_the_malicious_checkpoint(evil, scenes, tmp_path, capsys):
+    from acfd.cli import main
+
+    path, marker = evil
+    base = ["train", "--data", str(scenes), "--preset", "tiny", "--no-progress", "--workers", "0"]
+    assert main(base + ["--out", str(tmp_path / "init"), "--init", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("acfd train: --init") and len(err.splitlines()) == 1
+    assert f"{path}: refused: the checkpoint's pickle wants to call builtins.exec" in err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(path.read_bytes())
+    assert main(base + ["--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("acfd train: --resume") and len(err.splitlines()) == 1 and "wants to call builtins.exec" in err
+    assert not marker.exists() and "ACFD_PWNED" not in os.environ
+
+
 def test_unexpected_types_are_refused(tmp_path):
     module = tmp_path / "module.pt"
     torch.save(torch.nn.Linear(2, 2), module)  # a whole pickled model, not a state dict
