@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("acfd.training.export_cli", "fuse and export to ONNX (and a TensorRT engine)"),
     "repo": ("acfd.serving.repo_cli", "build a Triton model repository from an export"),
     "serve": ("acfd.serving.serve_cli", "start NVIDIA Triton Inference Server on a model repository"),
+    "predict": ("acfd.predict_cli", "faces in images, folders and videos, in this process (no server)"),
     "detect": ("acfd.clients.detect_cli", "send images to the server over gRPC, draw the boxes"),
     "loadtest": ("acfd.clients.loadtest_cli", "perf_analyzer concurrency sweep with a plotted report"),
     "bench": ("acfd.kernels.bench_cli", "kernel microbenchmarks: `acfd bench kernels`"),

@@ -5,7 +5,8 @@ Same surface and semantics as ``acfd.clients.grpc_client.DetectorClient``, with 
 ``await detect_many(images, concurrency)`` (at most ``concurrency`` requests in flight, input order
 kept), ``async for outcome in stream(images, concurrency)``, ``await close()`` / ``async with``.
 Errors are the same classes (``ServerUnavailable``, ``ModelNotReady``, ``DetectTimeout``,
-``InferenceFailed``, ``ImageInputError``); only UNAVAILABLE is retried, with exponential backoff.
+``InferenceFailed`` as ``InvalidRequest`` or ``ServerFault``, ``ImageInputError``); only UNAVAILABLE
+is retried, with exponential backoff.
 A timed-out inference is abandoned, not cancelled, unless ``cancel_on_timeout`` (see
 ``acfd.clients.grpc_client`` for why); ``close()`` waits up to ``drain_s`` for such calls.
 

@@ -10,7 +10,9 @@ Contract:
 * The summary line gives images, faces and the mean request latency.
 * A server that cannot be reached, or without the model loaded: one line on stderr, exit 2 (before
   any image is sent). An unreadable or undecodable image: one line on stderr naming it, the other
-  images still go through, exit 1. Exit 0 when every image was answered.
+  images still go through, exit 1. A request the server failed on (its fault, gRPC ``INTERNAL``)
+  is one line saying so, also exit 1, and the summary counts the two kinds apart. Exit 0 when
+  every image was answered.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from acfd.clients.grpc_client import (
     DetectorClient,
     DetectOutcome,
     ModelNotReady,
+    ServerFault,
     ServerUnavailable,
 )
 
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         except ClientError as err:
             print(f"acfd detect: {err}", file=sys.stderr)
             return 2
-        faces, latencies, failed = 0, [], len(errors)
+        faces, latencies, failed, server_faults = 0, [], len(errors), 0
         progress = tqdm(total=len(jobs), unit="img", desc="detect", disable=None, file=sys.stderr)
         with progress:
             for outcome in client.stream([job.path for job in jobs], concurrency=args.concurrency):
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 line_or_error = _report(outcome, jobs[outcome.index], args)
                 if outcome.error is not None or line_or_error is None:
                     failed += 1
+                    server_faults += isinstance(outcome.error, ServerFault)
                     continue
                 faces += len(outcome.detections)
                 latencies.append(outcome.latency_s)
@@ -140,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     summary = f"acfd detect: {len(latencies)} images, {faces} faces, mean latency {mean_ms:.1f} ms"
     if failed:
         summary += f", {failed} failed"
+        if server_faults:
+            summary += f" ({server_faults} by a server fault, {failed - server_faults} refused as bad input)"
     if args.out is not None and latencies:
         summary += f"; annotated images in {args.out}"
     print(summary, file=sys.stderr if args.json else sys.stdout)

@@ -21,8 +21,10 @@ Contract:
   triton-inference-server/server, fixed in 24.12): seen here after 15 short-deadline requests.
 * ``check_ready()`` says plainly what is wrong, in one line: ``ServerUnavailable`` (nothing
   answers at the address), ``ModelNotReady`` (the server runs but ``acfd`` is not loaded, with the
-  server's reason). A request the server refuses (an undecodable image) raises ``InferenceFailed``
-  for that image only; a local file that cannot be read raises ``ImageInputError``.
+  server's reason). A request the server refuses raises, for that image only, ``InvalidRequest``
+  (gRPC ``INVALID_ARGUMENT``: the caller's bytes, e.g. an undecodable image) or ``ServerFault``
+  (``INTERNAL`` and other server-side codes); both are ``InferenceFailed`` and neither is retried.
+  A local file that cannot be read raises ``ImageInputError``.
 * ``compression`` is ``None``, ``"gzip"`` or ``"deflate"`` (gRPC message compression of requests).
 
 The helpers below the exceptions are shared with ``acfd.clients.aio_client``.
@@ -73,7 +75,16 @@ class DetectTimeout(ClientError, TimeoutError):
 
 
 class InferenceFailed(ClientError):
-    """The server refused or failed this one request (e.g. bytes that are not an image)."""
+    """The server refused or failed this one request (one of the two below, or a malformed answer)."""
+
+
+class InvalidRequest(InferenceFailed, ValueError):
+    """The server refused the request as the caller's mistake (gRPC ``INVALID_ARGUMENT``: bytes that
+    are no image, too many pixels, a wrong data type). Sending it again gives the same answer."""
+
+
+class ServerFault(InferenceFailed):
+    """The server failed on a request it accepted (gRPC ``INTERNAL`` or another server-side code)."""
 
 
 class ImageInputError(ClientError, ValueError):
@@ -243,7 +254,9 @@ def translate_error(err: Exception, *, url: str, model: str, source: str, timeou
         return ServerUnavailable(f"the Triton server at {url} is unavailable ({text})")
     if status == "StatusCode.DEADLINE_EXCEEDED":
         return DetectTimeout(f"{source}: no answer from {url} within {timeout_s:g} s (timeout)")
-    return InferenceFailed(f"{source}: the server refused it ({text})")
+    if status == "StatusCode.INVALID_ARGUMENT":
+        return InvalidRequest(f"{source}: the server refused it as invalid input ({text})")
+    return ServerFault(f"{source}: the server failed on it ({status.removeprefix('StatusCode.') or 'no status'}: {text})")
 
 
 def not_ready_reason(index: list[dict], model: str, url: str) -> ModelNotReady:

@@ -321,15 +321,20 @@ def test_retries_unavailable_with_backoff(monkeypatch):
 
 @pytest.mark.parametrize(
     "status, error",
-    [("StatusCode.DEADLINE_EXCEEDED", DetectTimeout), ("StatusCode.INTERNAL", InferenceFailed),
-     ("StatusCode.INVALID_ARGUMENT", InferenceFailed), ("StatusCode.NOT_FOUND", ModelNotReady)],
+    [("StatusCode.DEADLINE_EXCEEDED", DetectTimeout), ("StatusCode.INTERNAL", grpc_client.ServerFault),
+     ("StatusCode.INVALID_ARGUMENT", grpc_client.InvalidRequest), ("StatusCode.NOT_FOUND", ModelNotReady),
+     ("StatusCode.UNKNOWN", grpc_client.ServerFault)],
 )  # fmt: skip
 def test_other_errors_are_not_retried(monkeypatch, status, error):
     monkeypatch.setattr(grpc_client.time, "sleep", lambda s: pytest.fail("must not back off"))
     flaky = Flaky([status])
-    with pytest.raises(error):
+    with pytest.raises(error) as info:
         DetectorClient("127.0.0.1:1", retries=3)._call(flaky, "img.png", 2.0)
     assert flaky.calls == 1
+    if error is grpc_client.InvalidRequest:
+        assert "refused it as invalid input" in str(info.value) and isinstance(info.value, InferenceFailed)
+    if error is grpc_client.ServerFault:
+        assert "the server failed on it" in str(info.value) and status.removeprefix("StatusCode.") in str(info.value)
 
 
 # ---- encoding, request shape, parsing, drawing --------------------------------------------------

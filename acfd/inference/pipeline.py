@@ -37,7 +37,12 @@ def prepare(
     height, width = rgb.shape[:2]
     if min(height, width) < min_side:
         raise image_io.ImageError(f"{name}: {width}x{height} image is smaller than {min_side} px on a side")
-    return [image_io.resize_rgb(rgb, int(h), int(w))[None] for h, w in scales], (height, width)
+    return resize_scales(rgb, scales), (height, width)
+
+
+def resize_scales(rgb: np.ndarray, scales: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """uint8 RGB ``[H, W, 3]`` resized to each scale: ``[1, H_k, W_k, 3]`` per scale."""
+    return [image_io.resize_rgb(rgb, int(h), int(w))[None] for h, w in scales]
 
 
 def inference_config(manifest: dict[str, Any]):
@@ -68,9 +73,16 @@ class InProcessPipeline:
         self.engine = runner or open_engine(export_dir, self.manifest, engine, threads)
 
     def __call__(self, data: bytes | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pixels, image_hw = prepare(data, self.cfg.test_scales)
+        return self._detect(pixels, image_hw)
+
+    def detect_rgb(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same for an already decoded uint8 RGB image ``[H, W, 3]``."""
+        return self._detect(resize_scales(rgb, self.cfg.test_scales), rgb.shape[:2])
+
+    def _detect(self, pixels: list[np.ndarray], image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         from acfd.training.postprocess import postprocess
 
-        pixels, image_hw = prepare(data, self.cfg.test_scales)
         outputs = []
         for scale_pixels, scale_hw in zip(pixels, self.cfg.test_scales):
             scores, boxes = self.engine(scale_pixels)

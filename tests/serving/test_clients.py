@@ -20,7 +20,7 @@ import pytest
 from acfd.cli import main as acfd_main
 from acfd.clients.aio_client import AsyncDetectorClient
 from acfd.clients.detections import Detection
-from acfd.clients.grpc_client import DetectorClient, InferenceFailed, ModelNotReady, encode_image
+from acfd.clients.grpc_client import DetectorClient, InferenceFailed, InvalidRequest, ModelNotReady, encode_image
 
 pytestmark = pytest.mark.server
 
@@ -114,7 +114,7 @@ def test_the_server_publishes_the_display_threshold_clients_default_to(serving, 
 def test_bad_image_fails_alone(serving, scenes, in_process):
     with DetectorClient(serving.url, timeout_s=60) as client:
         results = client.detect_many([scenes[0], b"definitely not an image", scenes[1]], return_exceptions=True)
-        assert isinstance(results[1], InferenceFailed)
+        assert isinstance(results[1], InvalidRequest)  # INVALID_ARGUMENT from the server: the caller's bytes
         assert "bytes[1]" in str(results[1]) and "cannot decode" in str(results[1])
         assert_same(results[0], in_process(encode_image(scenes[0])), "good image before the bad one")
         assert_same(results[2], in_process(encode_image(scenes[1])), "good image after the bad one")

@@ -183,6 +183,8 @@ def test_bad_requests_fail_alone_while_good_ones_succeed(serving, scenes, refere
             assert isinstance(outcome["bad"], InferenceServerException), f"{name}: served without an error"
             assert message in outcome["bad"].message(), f"{name}: {outcome['bad'].message()}"
             assert "\n" not in outcome["bad"].message().strip(), f"{name}: multi-line error"
+            # the caller's mistake, told apart from a server fault (INTERNAL) by its gRPC status
+            assert outcome["bad"].status() == "StatusCode.INVALID_ARGUMENT", f"{name}: {outcome['bad'].status()}"
             assert not isinstance(outcome["good"], Exception), f"good request next to {name!r} failed: {outcome['good']}"
             assert_same_detections(outcome["good"], want, f"good request next to {name!r}")
         assert client.is_server_ready() and client.is_model_ready("acfd")

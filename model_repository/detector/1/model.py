@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from acfd.inference.engines import open_engine
+from acfd.inference.engines import EngineError, open_engine
 from acfd.inference.manifest import read_manifest
 
 
@@ -45,8 +45,11 @@ class TritonPythonModel:
             batch = members[0][1] if len(members) == 1 else np.concatenate([images for _, images in members], axis=0)
             try:
                 outputs = self.engine(batch)
-            except Exception as err:  # e.g. an H x W the graph cannot take: fail these requests only
-                error = pb_utils.TritonError(f"detector: {self.engine.name} failed on {list(batch.shape)} ({type(err).__name__}: {err})")
+            except Exception as err:  # fail these requests only
+                # Input the contract does not allow (dtype, layout) is the caller's: INVALID_ARG; a
+                # failure of the engine on allowed input is the server's: INTERNAL.
+                code = pb_utils.TritonError.INVALID_ARG if isinstance(err, EngineError) else pb_utils.TritonError.INTERNAL
+                error = pb_utils.TritonError(f"detector: {self.engine.name} failed on {list(batch.shape)} ({type(err).__name__}: {err})", code)
                 for index, _ in members:
                     responses[index] = pb_utils.InferenceResponse(error=error)
                 continue

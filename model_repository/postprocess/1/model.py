@@ -72,7 +72,11 @@ class TritonPythonModel:
         for request in requests:
             try:
                 boxes, scores = self._detect(request)
-            except Exception as err:  # one bad request fails alone
+            except ValueError as err:  # inputs that break the contract (shapes): the caller's
+                message = f"postprocess: {err}"
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)))
+                continue
+            except Exception as err:  # one failing request fails alone, as a server fault
                 message = f"postprocess: {type(err).__name__}: {err}"
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
                 continue

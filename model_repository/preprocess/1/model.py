@@ -53,9 +53,12 @@ class TritonPythonModel:
             try:
                 arrays = self._prepare(pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy())
             except image_io.ImageError as err:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err))))
+                # The caller's bytes (no image, too many pixels, a wrong dtype): INVALID_ARG, which the
+                # ensemble passes to the client as gRPC INVALID_ARGUMENT; other failures stay INTERNAL.
+                error = pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
                 continue
-            except Exception as err:  # never let one request take the batch down
+            except Exception as err:  # a fault here, not in the input (INTERNAL); the batch goes on
                 message = f"IMAGE: preprocessing failed ({type(err).__name__}: {err})"
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
                 continue
