@@ -93,7 +93,7 @@ def _global_kind(name: str) -> str:
     return "class" if isinstance(found, type) else "call"
 
 
-def _refusal(path: Path, err: Exception) -> CheckpointError:
+def _refusal(path: Path, err: Exception, zipped: bool) -> CheckpointError:
     """One line for what the weights-only unpickler refused (torch's own message is a page long)."""
     text = str(err)
     named = re.search(r"GLOBAL ([\w.]+)", text)
@@ -109,7 +109,8 @@ def _refusal(path: Path, err: Exception) -> CheckpointError:
         return CheckpointError(f"{path}: refused: the checkpoint holds an object of type {built.group(1)} ({_UNTRUSTED})")
     detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
     reason = detail.group(1) if detail else text.strip().splitlines()[0]
-    return CheckpointError(f"{path}: not a readable checkpoint (not a torch.save file: {reason})")
+    what = "its pickle is damaged" if zipped else "not a torch.save file"
+    return CheckpointError(f"{path}: not a readable checkpoint ({what}: {reason})")
 
 
 def _check_arrays(path: Path, payload: Any) -> None:
@@ -127,8 +128,11 @@ def _check_arrays(path: Path, payload: Any) -> None:
 
 def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     """``torch.load`` with ``weights_only=True``; every failure is a one-line ``CheckpointError``."""
-    with open(path, "rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format; the end record comes last
+    try:
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format; the end record comes last
+    except OSError as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({err.strerror or err})") from err
     if zipped and not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated: its zip archive has no end record; "
                               "an interrupted copy or download?)")
@@ -137,7 +141,7 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
             warnings.filterwarnings("ignore", category=UserWarning, module="torch")  # pickle protocol notes
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # what the weights-only unpickler raises for anything it refuses
-        raise _refusal(path, err) from err
+        raise _refusal(path, err, zipped) from err
     except EOFError as err:
         what = "the file is empty" if path.stat().st_size == 0 else "the file ends early: truncated?"
         raise CheckpointError(f"{path}: not a readable checkpoint ({what})") from err
