@@ -197,6 +197,7 @@ def test_export_and_repo_outside_the_checkout(wheel_install):
 @pytest.mark.slow
 def test_demo_outside_the_checkout(wheel_install):
     out = wheel_install.run("acfd", "demo", "--scenes", "1", "--out", "demo", step="demo", timeout=600).stdout
+    print(out)
     for line in ("acfd demo: [3/5] server ready in", "mean latency over 1 images: Triton server", "acfd demo: done in"):
         assert line in out, f"acfd demo printed no {line!r}:\n{out[-2000:]}"
     summary = json.loads((wheel_install.work / "demo" / "summary.json").read_text())
