@@ -206,11 +206,23 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         return _fail(f"cannot load the model: {' '.join(str(err).split())}", 2)
     print(f"acfd predict: {detector}", file=sys.stderr)
+    from acfd.training.data.image_io import read_image
+
     writer = Writer(args)
-    images = frames = faces = 0
+    counts = {"images": 0, "frames": 0, "faces": 0}
     failed = len(errors)
     detect_s = 0.0
     started = time.perf_counter()
+
+    def detect(source: Source, rgb: np.ndarray, frame: int | None, time_s: float | None) -> None:
+        nonlocal detect_s
+        begin = time.perf_counter()
+        prediction = detector(rgb)
+        detect_s += time.perf_counter() - begin
+        writer.record(source, prediction, rgb, frame, time_s)
+        counts["frames" if frame is not None else "images"] += 1
+        counts["faces"] += len(prediction)
+
     progress = tqdm(total=len(sources), unit="file", desc="predict", disable=None, file=sys.stderr)
     try:
         for source in sources:
@@ -218,24 +230,11 @@ def run(args: argparse.Namespace) -> int:
                 if source.video:
                     writer.start_video(source, video_fps(source.path))
                     for frame, time_s, rgb in video_frames(source.path, args.start, args.end, args.every):
-                        begin = time.perf_counter()
-                        prediction = detector(rgb)
-                        detect_s += time.perf_counter() - begin
-                        writer.record(source, prediction, rgb, frame, time_s)
-                        frames += 1
-                        faces += len(prediction)
+                        detect(source, rgb, frame, time_s)
                         progress.set_postfix_str(f"{source.path.name} frame {frame}")
                     writer.end_video()
                 else:
-                    from acfd.training.data.image_io import read_image
-
-                    rgb = read_image(source.path)
-                    begin = time.perf_counter()
-                    prediction = detector(rgb)
-                    detect_s += time.perf_counter() - begin
-                    writer.record(source, prediction, rgb, None, None)
-                    images += 1
-                    faces += len(prediction)
+                    detect(source, read_image(source.path), None, None)
             except (ValueError, OSError) as err:  # ImageError is a ValueError
                 writer.end_video()
                 failed += 1
@@ -244,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         writer.close()
+    images, frames, faces = counts["images"], counts["frames"], counts["faces"]
     done = images + frames
     wall_s = time.perf_counter() - started
     fps = done / detect_s if detect_s > 0 else 0.0
