@@ -1,12 +1,15 @@
 """Presets: plain dataclasses filled from small YAML files in ``training/presets/``.
 
 A preset file may name a ``base`` preset and override only what differs (``tiny`` is a few lines
-on top of ``acfd51``, the paper's model).
+on top of ``acfd51``, the paper's model). The defaults below are the paper's values, written only
+here: ``acfd51.yaml`` states nothing of its own. Every value is checked against its field's type at
+load, and a wrong key or type fails with one line naming the file and the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,14 +160,21 @@ def _read_layers(name: str, seen: tuple[str, ...]) -> dict:
         raise ValueError(f"unknown preset {name!r}: choose one of {available_presets()} or give a YAML file")
     if name in seen:
         raise ValueError(f"preset {name!r} names itself as a base: {' -> '.join(seen + (name,))}")
+    shown = path if name.endswith((".yaml", ".yml")) else f"presets/{path.name}"
     data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {shown}: expected a mapping of sections, got {type(data).__name__}")
     base = data.pop("base", None)
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"preset {shown}: unknown sections {sorted(unknown)}")
+    for section, cls in zip(SECTIONS, (ModelConfig, TrainConfig, InferenceConfig)):
+        if not isinstance(data.get(section) or {}, dict):
+            raise ValueError(f"{shown}: {section}: expected a mapping of keys, got {data[section]!r}")
+        _build(cls, data.get(section) or {}, f"{shown}: {section}")  # each file's own values, named by it
     merged = _read_layers(base, seen + (name,)) if base else {}
     for section in SECTIONS:
         merged.setdefault(section, {}).update(data.get(section) or {})
-    unknown = set(data) - set(SECTIONS)
-    if unknown:
-        raise ValueError(f"preset {path}: unknown sections {sorted(unknown)}")
     return merged
 
 
@@ -173,10 +183,48 @@ def _build(cls, values: dict, where: str):
     unknown = set(values) - names
     if unknown:
         raise ValueError(f"preset {where}: unknown keys {sorted(unknown)}")
-    converted = {k: _tuples(v) for k, v in values.items()}
+    hints = typing.get_type_hints(cls)
+    converted = {}
+    for key, value in values.items():
+        converted[key], problem = _typed(value, hints[key])
+        if problem:
+            raise ValueError(f"{where}.{key}: expected {problem}, got {value!r} ({type(value).__name__})")
     return cls(**converted)
 
 
-def _tuples(value):
-    """YAML lists (and lists of lists) to the tuples the frozen dataclasses hold."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _typed(value, hint):
+    """``(value, None)`` with YAML lists as tuples and integers as floats where a float is due, or
+    ``(value, what was expected)``."""
+    if hint in (int, str, bool):
+        ok = isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+        return value, None if ok else _NAMES[hint]
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (float(value), None) if ok else (value, _NAMES[float])
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        what = _describe(hint)
+        if not isinstance(value, (list, tuple)):
+            return value, what
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            return value, what
+        out = []
+        for item, item_hint in zip(value, items):
+            typed, problem = _typed(item, item_hint)
+            if problem:
+                return value, what
+            out.append(typed)
+        return tuple(out), None
+    raise TypeError(f"no preset check for type {hint}")  # a new field type: teach _typed about it
+
+
+def _describe(hint, plural: bool = False) -> str:
+    if typing.get_origin(hint) is not tuple:
+        return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}[hint] if plural else _NAMES[hint]
+    args = typing.get_args(hint)
+    count = "" if len(args) == 2 and args[1] is Ellipsis else f"{len(args)} "
+    return f"{'lists' if plural else 'a list'} of {count}{_describe(args[0], plural=True)}"
