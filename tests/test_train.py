@@ -180,10 +180,25 @@ def test_resume_without_restoring_rng_is_caught(scenes, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(scenes, tmp_path, capsys):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(scenes, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from acfd.training import trainer
+
+    class NanAtIteration3(trainer.DetectionLoss):
+        """The loss of iteration 3 (counted from 0, the fourth call) made NaN."""
+
+        calls = 0
+
+        def __call__(self, *args, **kwargs):
+            parts = super().__call__(*args, **kwargs)
+            NanAtIteration3.calls += 1
+            return dataclasses.replace(parts, total=parts.total * float("nan")) if NanAtIteration3.calls == 4 else parts
+
+    monkeypatch.setattr(trainer, "DetectionLoss", NanAtIteration3)
     run = tmp_path / "run"
     args = ["train", "--data", str(scenes / "small"), "--preset", "tiny", "--epochs", "3", "--batch", "4",
-            "--out", str(run), "--size", SIZE, "--workers", "0", "--no-progress", "--inject-nan-at", "3"]
+            "--out", str(run), "--size", SIZE, "--workers", "0", "--no-progress"]
     assert main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "loss is nan at iteration 3 (epoch 2)" in err[0]
@@ -282,3 +297,23 @@ def test_a_run_at_another_size_scales_its_test_scales():
     assert small.inference.single_scale == (384, 384)
     assert small.inference.test_scales == ((288, 387), (384, 516), (480, 645))  # x 0.6, rounded half up
     assert small.inference.nms_iou == paper.inference.nms_iou
+
+
+def test_every_option_has_its_flag_and_comes_back_from_it():
+    import argparse
+    import dataclasses
+
+    from acfd.training.train_cli import add_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {a.dest for a in parser._actions} - {"help", "threads"}
+    api_only = {f.name for f in dataclasses.fields(TrainOptions) if f.metadata["cli"] == {}}
+    assert flags == {f.name for f in dataclasses.fields(TrainOptions)} - api_only == set(vars(parser.parse_args(
+        ["--data", "d", "--out", "o"]))) - {"threads"}
+    opts = options_from_args(parser.parse_args(
+        ["--data", "d", "--out", "o", "--device", "cpu", "--workers", "0", "--lr-milestones", "2", "3", "--no-progress",
+         "--resume", "--max-minutes", "1.5"]))
+    assert opts == TrainOptions(data="d", out="o", lr_milestones=(2, 3), progress=False, resume=True, max_minutes=1.5)
+    defaults = options_from_args(parser.parse_args(["--data", "d", "--out", "o", "--device", "cpu", "--workers", "0"]))
+    assert defaults == TrainOptions(data="d", out="o")  # the flags' defaults are the API's, but where said

@@ -6,69 +6,85 @@
 Writes ``RUN/last.pt`` (every epoch), ``RUN/best.pt`` (best validation mAP@0.5, with ``--val``),
 ``RUN/metrics.csv``, ``RUN/curves.png``, ``RUN/command.txt`` and ``RUN/config.yaml``. Exit codes:
 0 done, 2 a usage or data problem (one line on stderr), 3 stopped on a non-finite loss.
+
+The flags are made from the fields of ``acfd.training.trainer.TrainOptions`` (help, default, choices
+written once there); defaults that come from the preset are shown from the loaded preset.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-
-from acfd.training.loss import KERNEL_CHOICES
-from acfd.training.precision import CHOICES as PRECISIONS
 
 EXIT_USAGE = 2
 EXIT_NAN = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="training annotations: iCartoonFace CSV, COCO JSON, YOLO data.yaml "
-                                                      "or folder (its train split), Pascal VOC folder, or a folder holding one")
-    parser.add_argument("--images", default=None, help="image folder for --data/--val when it is not beside the annotations")
-    parser.add_argument("--val", default=None, help="validation annotations (a data.yaml: its val split); enables best.pt "
-                                                    "and per-epoch mAP@0.5")
-    parser.add_argument("--format", default=None, choices=("coco", "csv", "yolo", "voc"),
-                        help="annotation format of --data and --val; None: detected from the path")
-    parser.add_argument("--category", default=None, help="class to keep when the annotations have several (name or id)")
-    parser.add_argument("--preset", default="tiny", help="model preset: acfd51 (the paper), tiny, or a YAML file")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs to train (None: the preset's, 300)")
-    parser.add_argument("--batch", type=int, default=16, help="global batch size (all processes together); LR scales with it")
-    parser.add_argument("--out", required=True, help="run folder for checkpoints, metrics and curves")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    parser.add_argument("--init", default=None, metavar="CKPT",
-                        help="start from this checkpoint's model weights (same preset), e.g. the default weights "
-                             "acfd/weights/acfd_mid_icartoonface.pt (preset mid), with a fresh optimizer and LR schedule")
-    parser.add_argument("--warmup-iters", type=int, default=None,
-                        help="LR warm-up iterations (None: the preset's 1,000, at most a fifth of a shorter run)")
-    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="None: cuda when available, else cpu")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes per training process")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="forward-pass precision: auto = bf16 on a CPU with AVX512-BF16/AMX (else fp32), bf16 on "
-                             "CUDA where supported (else fp16 with grad scaling); weights and losses stay fp32")
-    parser.add_argument("--lr-milestones", type=int, nargs="+", default=None, metavar="EPOCH",
-                        help="epochs at which the LR is divided by 10 (None: the preset's 200 250 280 of 300, "
-                             "scaled to --epochs, rounded half up)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and augmentation")
-    parser.add_argument("--kernels", default="auto", choices=KERNEL_CHOICES,
-                        help="DAM matching / MBC loss implementation: OpenAI Triton kernels or the PyTorch references")
-    parser.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations in all (short trials; None: no limit)")
-    parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
-                        help="wall-clock budget: time the first steps, compress the epochs and LR schedule to fit M "
-                             "minutes, stop validated and checkpointed at the deadline (None: no limit)")
-    parser.add_argument("--eval-every", type=int, default=1, help="validate every K epochs (and after the last)")
-    parser.add_argument("--size", type=int, default=None, help="training input side in pixels (None: the preset's, 640)")
-    parser.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all processes")
-    parser.add_argument("--log-every", type=int, default=10, help="write a metrics.csv row every N iterations")
+    """One flag per ``TrainOptions`` field, made from the field (default, help, choices); plus ``--threads``.
+
+    ``acfd.cli`` formats help with ``ArgumentDefaultsHelpFormatter``: it appends each default."""
+    import typing
+
+    from acfd.training.config import load_preset
+    from acfd.training.trainer import TrainOptions
+
+    hints = typing.get_type_hints(TrainOptions)
+    preset = None
+    for f in dataclasses.fields(TrainOptions):
+        meta = dict(f.metadata)
+        cli = meta.pop("cli")
+        if cli == {}:
+            continue  # Python API only
+        cli = dict(cli or {})
+        help_text, preset_key = meta.pop("help"), meta.pop("preset")
+        kw = {"default": f.default, **meta, **{k: v for k, v in cli.items() if k not in ("flag", "help")}}
+        flag = cli.get("flag", "--" + f.name.replace("_", "-"))
+        help_text = cli.get("help", help_text)
+        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+        if typing.get_origin(kind) is tuple:
+            kind = typing.get_args(kind)[0]
+        if kw["default"] is dataclasses.MISSING:
+            kw.pop("default")
+            kw["required"] = True
+        elif kind is bool:
+            kw["action"] = "store_false" if kw["default"] else "store_true"
+        elif kind is not str:
+            kw["type"] = kind
+        if preset_key is not None:
+            if preset is None:
+                preset = load_preset(TrainOptions.preset)
+            section, key = preset_key.split(".")
+            value = getattr(getattr(preset, section), key)
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+            help_text += f" (%(default)s: the preset's {preset_key}, {shown} in {preset.name})"
+        elif kw.get("action") == "store_false":
+            help_text += "%(default).0s"  # shown empty: keeps the help formatter's "(default: True)" off
+        parser.add_argument(flag, dest=f.name, help=help_text, **kw)
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (None: torch's choice, one per core); 1 is much faster on a busy machine")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--inject-nan-at", type=int, default=None, help=argparse.SUPPRESS)  # tests: NaN stop
+                        help="CPU threads for torch (None: torch's choice, one per core); 1 is much faster on a "
+                             "busy machine")
+
+
+def options_from_args(args: argparse.Namespace):
+    """``TrainOptions`` from parsed flags: every field that has a flag, lists as tuples."""
+    import torch
+
+    from acfd.training.trainer import TrainOptions
+
+    given = vars(args)
+    values = {f.name: given[f.name] for f in dataclasses.fields(TrainOptions) if f.name in given}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    values["device"] = values["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    return TrainOptions(**values)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from acfd.training.trainer import TrainError, TrainOptions, train
+    from acfd.training.trainer import TrainError, train
 
     bad = _check(args)
     if bad:
@@ -76,14 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.threads:
         torch.set_num_threads(args.threads)
-    opts = TrainOptions(
-        data=args.data, out=args.out, preset=args.preset, images=args.images, val=args.val, format=args.format,
-        category=args.category, epochs=args.epochs,
-        batch=args.batch, resume=args.resume, init=args.init, warmup_iters=args.warmup_iters, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        workers=args.workers, precision=args.precision, lr_milestones=tuple(args.lr_milestones) if args.lr_milestones else None,
-        seed=args.seed, kernels=args.kernels, max_iters=args.max_iters, max_minutes=args.max_minutes, eval_every=args.eval_every, size=args.size,
-        sync_bn=args.sync_bn, log_every=args.log_every, progress=not args.no_progress, inject_nan_at=args.inject_nan_at,
-    )
+    opts = options_from_args(args)
     try:
         result = train(opts)
     except TrainError as err:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import shlex
 import sys
@@ -56,8 +57,9 @@ from acfd.training.checkpoint import (
 from acfd.training.config import Preset, inference_for_size, load_preset, train_sizes
 from acfd.training.curves import MetricsWriter, plot_curves
 from acfd.training.ema import ModelEMA
-from acfd.training.loss import DetectionLoss
+from acfd.training.loss import KERNEL_CHOICES, DetectionLoss
 from acfd.training.lr_schedule import StepScheduler, build_schedule, scale_milestones
+from acfd.training.precision import CHOICES as PRECISIONS
 from acfd.training.precision import PrecisionError, resolve_precision
 
 
@@ -65,36 +67,64 @@ class TrainError(RuntimeError):
     """A problem the user can fix (bad data path, too few images, nothing to resume); one line."""
 
 
+def option(default=dataclasses.MISSING, help: str = "", *, preset: str | None = None, cli: dict | None = None,
+           **argparse_kw):
+    """A ``TrainOptions`` field: its default and meaning, once. ``acfd train`` makes its flag from it.
+
+    ``preset``: the preset key a ``None`` default falls back to (``--help`` shows that preset value);
+    ``cli``: argparse settings of ``acfd train`` that differ from the Python API's (``{}``: no flag);
+    other keywords go to ``add_argument`` (``choices``, ``metavar``, ``nargs``).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "preset": preset, "cli": cli, **argparse_kw})
+
+
 @dataclass
 class TrainOptions:
-    data: str
-    out: str
-    preset: str = "tiny"
-    images: str | None = None
-    val: str | None = None
-    format: str | None = None  # annotation format of --data and --val (None: detected)
-    category: str | None = None  # class to keep when the annotations have several
-    epochs: int | None = None  # None: the preset's
-    batch: int = 16  # global, all ranks together
-    resume: bool = False
-    init: str | None = None  # start from this checkpoint's model weights (fine-tuning); fresh optimizer and schedule
-    warmup_iters: int | None = None  # None: the preset's (1,000), shortened for short runs
-    device: str = "cpu"
-    workers: int = 0
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (acfd.training.precision)
-    lr_milestones: tuple[int, ...] | None = None  # None: the preset's, scaled to ``epochs``
-    seed: int = 0
-    kernels: str = "auto"
-    max_iters: int | None = None
-    max_minutes: float | None = None  # wall-clock budget of the whole run (acfd.training.budget)
-    eval_every: int = 1
-    size: int | None = None  # None: the preset's input_size
-    sync_bn: bool = False
-    log_every: int = 10
-    progress: bool = True
-    command: str | None = None  # recorded in RUN/command.txt (default: this process's argv)
-    inject_nan_at: int | None = None  # test hook: make the loss NaN at this iteration
-    on_epoch_end: Callable[[int], None] | None = None  # test hook: called with the epoch just saved
+    """One training run. ``acfd train`` builds its flags from these fields (``acfd.training.train_cli``)."""
+
+    data: str = option(help="training annotations: iCartoonFace CSV, COCO JSON, YOLO data.yaml or folder (its "
+                            "train split), Pascal VOC folder, or a folder holding one")
+    out: str = option(help="run folder for checkpoints, metrics and curves")
+    preset: str = option("tiny", "model preset: acfd51 (the paper), mid, tiny, or a YAML file")
+    images: str | None = option(None, "image folder for --data/--val when it is not beside the annotations")
+    val: str | None = option(None, "validation annotations (a data.yaml: its val split); enables best.pt and "
+                                   "per-epoch mAP@0.5")
+    format: str | None = option(None, "annotation format of --data and --val; None: detected from the path",
+                                choices=("coco", "csv", "yolo", "voc"))
+    category: str | None = option(None, "class to keep when the annotations have several (name or id)")
+    epochs: int | None = option(None, "epochs to train", preset="train.epochs")
+    batch: int = option(16, "global batch size (all processes together); LR scales with it")
+    resume: bool = option(False, "continue the run in --out from its last.pt")
+    init: str | None = option(None, "start from this checkpoint's model weights (same preset), e.g. the default "
+                                    "weights acfd/weights/acfd_mid_icartoonface.pt (preset mid), with a fresh "
+                                    "optimizer and LR schedule", metavar="CKPT")
+    warmup_iters: int | None = option(None, "LR warm-up iterations (at most a fifth of a shorter run)",
+                                      preset="train.warmup_iters")
+    device: str = option("cpu", "cpu or cuda", choices=("cpu", "cuda"),
+                         cli={"default": None, "help": "None: cuda when available, else cpu"})
+    workers: int = option(0, "data-loading processes per training process",
+                          cli={"default": min(4, os.cpu_count() or 1)})
+    precision: str = option("auto", "forward-pass precision: auto = bf16 on a CPU with AVX512-BF16/AMX (else "
+                                    "fp32), bf16 on CUDA where supported (else fp16 with grad scaling); weights "
+                                    "and losses stay fp32", choices=PRECISIONS)
+    lr_milestones: tuple[int, ...] | None = option(None, "epochs at which the LR is divided by 10 (the preset's "
+                                                         "are scaled to --epochs, rounded half up)",
+                                                   preset="train.lr_milestones", nargs="+", metavar="EPOCH")
+    seed: int = option(0, "seed for initialisation, data order and augmentation")
+    kernels: str = option("auto", "DAM matching / MBC loss implementation: OpenAI Triton kernels or the PyTorch "
+                                  "references", choices=KERNEL_CHOICES)
+    max_iters: int | None = option(None, "stop after this many iterations in all (short trials; None: no limit)")
+    max_minutes: float | None = option(None, "wall-clock budget: time the first steps, compress the epochs and LR "
+                                             "schedule to fit M minutes, stop validated and checkpointed at the "
+                                             "deadline (None: no limit)", metavar="M")
+    eval_every: int = option(1, "validate every K epochs (and after the last)")
+    size: int | None = option(None, "training input side in pixels", preset="train.input_size")
+    sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over all processes")
+    log_every: int = option(10, "write a metrics.csv row every N iterations")
+    progress: bool = option(True, "progress bars", cli={"flag": "--no-progress", "help": "no progress bars"})
+    command: str | None = option(None, "recorded in RUN/command.txt (None: this process's argv)", cli={})
+    on_epoch_end: Callable[[int], None] | None = option(None, "called with the epoch just saved (on every rank)",
+                                                        cli={})
 
 
 @dataclass
@@ -377,8 +407,6 @@ class _Loop:
                 logits, deltas = self.net(images)
             parts = self.loss_fn(logits, deltas, self._anchors_for(images), gt_boxes, gt_count, ignore_boxes, ignore_count)
             loss = parts.total
-            if opts.inject_nan_at is not None and iteration == opts.inject_nan_at:
-                loss = loss * float("nan")
             reduced = D.all_reduce_mean(loss, info)
             value = float(reduced)
             if not math.isfinite(value):
@@ -524,7 +552,7 @@ def _write_run_files(out: Path, opts: TrainOptions, preset: Preset, schedule, it
 
 def _write_config(out: Path, opts: TrainOptions, preset: Preset, schedule, iters_per_epoch: int,
                   total_iters: int, info: D.DistInfo, precision: str) -> None:
-    run = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if not f.name.startswith(("on_", "inject"))}
+    run = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if not f.name.startswith("on_")}
     run.update(precision_used=precision, train_sizes=list(train_sizes(preset.train)), world_size=info.world_size, iters_per_epoch=iters_per_epoch, total_iters=total_iters,
                lr=schedule.base_lr, warmup_iters=schedule.warmup_iters, lr_milestone_iters=schedule.milestones,
                weight_decay_on="conv weights only (none on BatchNorm weights and biases)")
