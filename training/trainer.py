@@ -1,7 +1,10 @@
 """The training loop: epochs of SGD on the DAM + MBC loss, validation, checkpoints, NaN stop.
 
 ``train(opts) -> TrainResult`` runs one whole training (or continues one with ``opts.resume``). It
-is what ``acfd train`` calls, once per process under ``torchrun``.
+is what ``acfd train`` calls, once per process under ``torchrun``. Its steps, in order: ``_prepare``
+(checks, preset, data, model, optimizer), ``_resume``, ``_start_logs``, then per epoch
+``_Loop.run_epoch`` and ``_end_epoch`` (validation, checkpoint state), and ``_stopped`` or
+``_finish``. (Over 500 lines on purpose: the options and every step of one run, read top to bottom.)
 
 - Optimizer: SGD, momentum 0.9, weight decay 5e-4 on convolution weights only; BatchNorm weights
   and all biases get no decay (they are scale/offset parameters that decay would pull to zero
@@ -191,183 +194,263 @@ def seed_everything(seed: int) -> None:
 
 
 def train(opts: TrainOptions) -> TrainResult:
-    from acfd.training.model import build_model
-
+    """Prepare (checks, preset, data, model, optimizer), resume, then epochs each ending in a
+    validation and a checkpoint; the steps below, in that order."""
     budget = WallClockBudget(opts.max_minutes, batch=opts.batch) if opts.max_minutes else None
     device_type = "cuda" if opts.device.startswith("cuda") else opts.device
     if device_type == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA device is available (use --device cpu)")
     info = D.init_from_env(device_type)
     try:
-        device = D.device_for(info, device_type)
-        out = Path(opts.out)
-        preset = resolve_preset(opts)
-        cfg = preset.train
-        if opts.batch < 1 or opts.batch % info.world_size:
-            raise TrainError(f"--batch {opts.batch} must be a positive multiple of the {info.world_size} processes")
-        if opts.sync_bn and info.enabled and device.type != "cuda":
-            raise TrainError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
-        if opts.init and opts.resume:
-            raise TrainError("--init and --resume exclude each other: --resume already restores the weights")
-        if budget and opts.resume:
-            raise TrainError("--max-minutes plans a whole run; to continue one, --resume without it (its plan is kept)")
-        last_path = out / "last.pt"
-        if opts.resume and not last_path.is_file():
-            raise TrainError(f"--resume: {last_path} does not exist (nothing to resume)")
-        if not opts.resume and last_path.is_file():
-            raise TrainError(f"{last_path} exists: add --resume to continue that run, or choose another --out")
-        payload = None
-        if opts.resume:
-            try:
-                payload = read_training_state(last_path, preset.name)
-            except CheckpointError as err:
-                raise TrainError(f"--resume: {err}") from err
-            if payload.get("budget_plan"):  # a --max-minutes run: continue the plan it made
-                preset = _with_plan(preset, **payload["budget_plan"])
-                cfg = preset.train
-
-        try:
-            precision = resolve_precision(opts.precision, device.type)
-        except PrecisionError as err:
-            raise TrainError(str(err)) from err
-        train_set, val_set = _load_sets(opts, info)
-        seed_everything(opts.seed)
-        model = build_model(preset).to(device)
-        if opts.init:
-            _load_init_weights(model, opts.init, preset.name)
-        model = model.to(memory_format=torch.channels_last)
-        ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
-        loader, sampler, dataset = _train_loader(train_set, opts, preset, info, device)
-        iters_per_epoch = len(loader)
-        if iters_per_epoch == 0:
-            raise TrainError(
-                f"{opts.data}: {len(dataset)} training images give no full batch of {opts.batch} "
-                f"({opts.batch // info.world_size} per process); lower --batch"
-            )
-        total_iters = cfg.epochs * iters_per_epoch
-        if opts.max_iters is not None:
-            total_iters = min(total_iters, opts.max_iters)
-        schedule = build_schedule(
-            cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
-            cfg.lr_milestones, iters_per_epoch, total_iters,
-        )
-        optimizer = make_optimizer(model, schedule.base_lr, cfg.momentum, cfg.weight_decay)
-        scheduler = StepScheduler(optimizer, schedule)
-        scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaling)
-
-        start_epoch, iteration, best_ap = 0, 0, None
-        if payload is not None:
-            try:
-                model.load_state_dict(payload["train_model"])
-                ema.load_state_dict({"model": payload["model"], "updates": payload["ema_updates"]})
-                optimizer.load_state_dict(payload["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as err:
-                raise TrainError(f"--resume: {last_path} does not fit this run ({str(err).splitlines()[0]})") from err
-            scheduler.load_state_dict(payload["scheduler"])
-            scaler.load_state_dict(payload["scaler"])
-            restore_rng_state(payload["rng"])
-            start_epoch, iteration, best_ap = payload["epoch"], payload["iteration"], payload.get("best_ap")
-        net = D.wrap_model(model, info, device, opts.sync_bn)
-        loss_fn = DetectionLoss(cfg, kernels=opts.kernels)
-
-        metrics = None
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            _write_run_files(out, opts, preset, schedule, iters_per_epoch, total_iters, info, precision.name)
-            metrics = MetricsWriter(out / "metrics.csv", keep_until_iteration=iteration if opts.resume else None)
-            if precision.note:
-                print(f"acfd train: {precision.note}", file=sys.stderr)
-        tb = _tensorboard(out) if info.is_main else None
-
-        budget_plan = payload.get("budget_plan") if payload is not None else None
-
-        def replan(done: int) -> int:
-            """Compress the run to the epochs that fit the budget (once, after calibration)."""
-            nonlocal preset, cfg, total_iters, budget_plan
-            val_images = len(val_set.records) if val_set is not None else 0
-            epochs = budget.plan_epochs(cfg.epochs, iters_per_epoch, done, opts.eval_every, val_images)
-            if epochs < cfg.epochs:
-                milestones = scale_milestones(cfg.lr_milestones, cfg.epochs, epochs)
-                preset = _with_plan(preset, epochs, milestones)
-                cfg = preset.train
-                total_iters = min(total_iters, epochs * iters_per_epoch)
-                scheduler.schedule = build_schedule(
-                    cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
-                    cfg.lr_milestones, iters_per_epoch, total_iters,
-                )
-                if dataset.mosaic_epochs is not None:
-                    dataset.mosaic_epochs = cfg.epochs - cfg.mosaic_off_epochs
-                budget_plan = {"epochs": cfg.epochs, "milestones": list(cfg.lr_milestones)}
-                loop.preset = preset
-            if info.is_main:
-                print(f"acfd train: --max-minutes {opts.max_minutes:g}: {budget.step_s:.3f} s per step, "
-                      f"{cfg.epochs} epochs planned ({total_iters} iterations), LR /10 at epochs "
-                      f"{' '.join(map(str, cfg.lr_milestones)) or 'none'}", file=sys.stderr)
-                _write_config(out, opts, preset, scheduler.schedule, iters_per_epoch, total_iters, info, precision.name)
-            return total_iters
-
-        loop = _Loop(opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb,
-                     precision, ema, budget, replan if budget else None,
-                     len(val_set.records) if val_set is not None else 0)
-        last_ap = None
-        epoch = start_epoch
+        run = _prepare(opts, info, D.device_for(info, device_type), budget)
+        if run.payload is not None:
+            _resume(run)
+        net = D.wrap_model(run.model, info, run.device, opts.sync_bn)
+        loss_fn = DetectionLoss(run.preset.train, kernels=opts.kernels)
+        _start_logs(run)
+        loop = _Loop(opts, run.preset, info, run.device, net, run.model, loss_fn, run.optimizer, run.scheduler,
+                     run.scaler, run.metrics, run.tb, run.precision, run.ema, budget,
+                     run.replan if budget else None, run.val_images)
+        run.loop = loop
+        epoch = run.start_epoch
         started = time.time()
-        while epoch < cfg.epochs and iteration < total_iters:
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            stopped, iteration, epoch_loss = loop.run_epoch(loader, epoch, iteration, total_iters, iters_per_epoch, started)
+        while epoch < run.preset.train.epochs and run.iteration < run.total_iters:
+            run.sampler.set_epoch(epoch)
+            run.dataset.set_epoch(epoch)
+            stopped, run.iteration, epoch_loss = loop.run_epoch(run.loader, epoch, run.iteration, run.total_iters,
+                                                                run.iters_per_epoch, started)
             if stopped is not None:
-                if info.is_main:
-                    plot_curves(out / "metrics.csv", out / "curves.png", title=f"{preset.name}: {out.name} (stopped)")
-                D.barrier(info)
-                where = f"last good checkpoint: {last_path} (epoch {epoch})" if last_path.is_file() else "no checkpoint was saved yet"
-                message = f"loss is {stopped[1]} at iteration {stopped[0]} (epoch {epoch + 1}); training stopped, {where}"
-                return TrainResult("nan", epoch, stopped[0], best_ap, last_ap, message, ema.module, capture_rng_state())
+                return _stopped(run, epoch, stopped)
             epoch += 1
-            D.average_buffers(model, info)
-            D.average_buffers(ema.module, info)  # its BN statistics absorbed each rank's own
-            finished = epoch >= cfg.epochs or iteration >= total_iters or loop.out_of_time
-            ap = None
-            if val_set is not None and (finished or epoch % max(1, opts.eval_every) == 0):
-                tic = time.time()
-                ap = _validate(ema.module, val_set, preset, device, opts.progress and info.is_main) if info.is_main else None
-                last_ap = ap
-                if budget is not None:
-                    budget.validation_s = time.time() - tic
-            if info.is_main:
-                metrics.write(kind="epoch", epoch=epoch, iteration=iteration, lr=scheduler.lr, loss=epoch_loss,
-                              val_ap=ap, elapsed_s=time.time() - started)
-                improved = ap is not None and (best_ap is None or ap > best_ap)
-                best_ap = ap if improved else best_ap
-                state = {
-                    "preset": preset.to_dict(), "model": _plain(ema.module.state_dict()),
-                    "train_model": _plain(model.state_dict()), "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                    "iteration": iteration, "rng": capture_rng_state(), "best_ap": best_ap, "val_ap": ap,
-                    "seed": opts.seed, "batch": opts.batch, "budget_plan": budget_plan,
-                }
-                save_checkpoint(last_path, state)
-                if improved:
-                    save_checkpoint(out / "best.pt", state)
-                if tb is not None and ap is not None:
-                    tb.add_scalar("val/ap50", ap, iteration)
-            D.barrier(info)
+            _end_epoch(run, epoch, epoch_loss, started)
             if opts.on_epoch_end is not None:
                 opts.on_epoch_end(epoch)
             if loop.out_of_time:
                 break
-        if info.is_main:
-            plot_curves(out / "metrics.csv", out / "curves.png", title=f"{preset.name}: {out.name}")
-            if tb is not None:
-                tb.close()
-        message = f"trained {epoch} epoch{'' if epoch == 1 else 's'} ({iteration} iterations) in {time.time() - started:.0f} s; weights: {last_path}"
-        if loop.out_of_time:
-            message = f"stopped by --max-minutes {opts.max_minutes:g} in epoch {epoch}: " + message
-        if best_ap is not None:
-            message += f"; best val mAP@0.5 {100 * best_ap:.2f}% ({out / 'best.pt'})"
-        return TrainResult("done", epoch, iteration, best_ap, last_ap, message, ema.module, capture_rng_state())
+        return _finish(run, epoch, started)
     finally:
         D.shutdown(info)
+
+
+@dataclass
+class _Run:
+    """What the steps of ``train`` share; ``preset`` and ``total_iters`` change when a budget replans."""
+
+    opts: TrainOptions
+    info: D.DistInfo
+    device: torch.device
+    budget: WallClockBudget | None
+    out: Path
+    preset: Preset
+    payload: dict | None  # the checkpoint resumed from
+    precision: object
+    val_set: object
+    model: torch.nn.Module
+    ema: ModelEMA
+    loader: DataLoader
+    sampler: object
+    dataset: object
+    iters_per_epoch: int
+    total_iters: int
+    optimizer: torch.optim.Optimizer
+    scheduler: StepScheduler
+    scaler: torch.amp.GradScaler
+    start_epoch: int = 0
+    iteration: int = 0
+    best_ap: float | None = None
+    last_ap: float | None = None
+    budget_plan: dict | None = None
+    metrics: MetricsWriter | None = None
+    tb: object = None
+    loop: "_Loop | None" = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def val_images(self) -> int:
+        return len(self.val_set.records) if self.val_set is not None else 0
+
+    def replan(self, done: int) -> int:
+        """Compress the run to the epochs that fit the budget (once, after calibration)."""
+        opts, cfg = self.opts, self.preset.train
+        epochs = self.budget.plan_epochs(cfg.epochs, self.iters_per_epoch, done, opts.eval_every, self.val_images)
+        if epochs < cfg.epochs:
+            milestones = scale_milestones(cfg.lr_milestones, cfg.epochs, epochs)
+            self.preset = _with_plan(self.preset, epochs, milestones)
+            cfg = self.preset.train
+            self.total_iters = min(self.total_iters, epochs * self.iters_per_epoch)
+            self.scheduler.schedule = build_schedule(
+                cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
+                cfg.lr_milestones, self.iters_per_epoch, self.total_iters,
+            )
+            if self.dataset.mosaic_epochs is not None:
+                self.dataset.mosaic_epochs = cfg.epochs - cfg.mosaic_off_epochs
+            self.budget_plan = {"epochs": cfg.epochs, "milestones": list(cfg.lr_milestones)}
+            self.loop.preset = self.preset
+        if self.info.is_main:
+            print(f"acfd train: --max-minutes {opts.max_minutes:g}: {self.budget.step_s:.3f} s per step, "
+                  f"{cfg.epochs} epochs planned ({self.total_iters} iterations), LR /10 at epochs "
+                  f"{' '.join(map(str, cfg.lr_milestones)) or 'none'}", file=sys.stderr)
+            _write_config(self.out, opts, self.preset, self.scheduler.schedule, self.iters_per_epoch, self.total_iters,
+                          self.info, self.precision.name)
+        return self.total_iters
+
+
+def _prepare(opts: TrainOptions, info: D.DistInfo, device: torch.device, budget: WallClockBudget | None) -> _Run:
+    """Checks, the preset (a resumed budget run's plan written in), data, model, EMA, optimizer and schedule."""
+    from acfd.training.model import build_model
+
+    out = Path(opts.out)
+    preset = resolve_preset(opts)
+    if opts.batch < 1 or opts.batch % info.world_size:
+        raise TrainError(f"--batch {opts.batch} must be a positive multiple of the {info.world_size} processes")
+    if opts.sync_bn and info.enabled and device.type != "cuda":
+        raise TrainError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
+    if opts.init and opts.resume:
+        raise TrainError("--init and --resume exclude each other: --resume already restores the weights")
+    if budget and opts.resume:
+        raise TrainError("--max-minutes plans a whole run; to continue one, --resume without it (its plan is kept)")
+    last_path = out / "last.pt"
+    if opts.resume and not last_path.is_file():
+        raise TrainError(f"--resume: {last_path} does not exist (nothing to resume)")
+    if not opts.resume and last_path.is_file():
+        raise TrainError(f"{last_path} exists: add --resume to continue that run, or choose another --out")
+    payload = None
+    if opts.resume:
+        try:
+            payload = read_training_state(last_path, preset.name)
+        except CheckpointError as err:
+            raise TrainError(f"--resume: {err}") from err
+        if payload.get("budget_plan"):  # a --max-minutes run: continue the plan it made
+            preset = _with_plan(preset, **payload["budget_plan"])
+    cfg = preset.train
+
+    try:
+        precision = resolve_precision(opts.precision, device.type)
+    except PrecisionError as err:
+        raise TrainError(str(err)) from err
+    train_set, val_set = _load_sets(opts, info)
+    seed_everything(opts.seed)
+    model = build_model(preset).to(device)
+    if opts.init:
+        _load_init_weights(model, opts.init, preset.name)
+    model = model.to(memory_format=torch.channels_last)
+    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
+    loader, sampler, dataset = _train_loader(train_set, opts, preset, info, device)
+    iters_per_epoch = len(loader)
+    if iters_per_epoch == 0:
+        raise TrainError(
+            f"{opts.data}: {len(dataset)} training images give no full batch of {opts.batch} "
+            f"({opts.batch // info.world_size} per process); lower --batch"
+        )
+    total_iters = cfg.epochs * iters_per_epoch
+    if opts.max_iters is not None:
+        total_iters = min(total_iters, opts.max_iters)
+    schedule = build_schedule(
+        cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
+        cfg.lr_milestones, iters_per_epoch, total_iters,
+    )
+    optimizer = make_optimizer(model, schedule.base_lr, cfg.momentum, cfg.weight_decay)
+    return _Run(opts, info, device, budget, out, preset, payload, precision, val_set, model, ema, loader, sampler,
+                dataset, iters_per_epoch, total_iters, optimizer, StepScheduler(optimizer, schedule),
+                torch.amp.GradScaler(device.type, enabled=precision.grad_scaling),
+                budget_plan=payload.get("budget_plan") if payload is not None else None)
+
+
+def _resume(run: _Run) -> None:
+    """Weights, EMA, optimizer, schedule, grad scaler, RNG states and counters from ``last.pt``."""
+    payload = run.payload
+    try:
+        run.model.load_state_dict(payload["train_model"])
+        run.ema.load_state_dict({"model": payload["model"], "updates": payload["ema_updates"]})
+        run.optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise TrainError(f"--resume: {run.last_path} does not fit this run ({str(err).splitlines()[0]})") from err
+    run.scheduler.load_state_dict(payload["scheduler"])
+    run.scaler.load_state_dict(payload["scaler"])
+    restore_rng_state(payload["rng"])
+    run.start_epoch, run.iteration, run.best_ap = payload["epoch"], payload["iteration"], payload.get("best_ap")
+
+
+def _start_logs(run: _Run) -> None:
+    """Rank 0: the run folder, ``command.txt``, ``config.yaml``, ``metrics.csv`` and TensorBoard."""
+    if not run.info.is_main:
+        return
+    opts = run.opts
+    run.out.mkdir(parents=True, exist_ok=True)
+    _write_run_files(run.out, opts, run.preset, run.scheduler.schedule, run.iters_per_epoch, run.total_iters, run.info,
+                     run.precision.name)
+    run.metrics = MetricsWriter(run.out / "metrics.csv", keep_until_iteration=run.iteration if opts.resume else None)
+    if run.precision.note:
+        print(f"acfd train: {run.precision.note}", file=sys.stderr)
+    run.tb = _tensorboard(run.out)
+
+
+def _end_epoch(run: _Run, epoch: int, epoch_loss: float, started: float) -> None:
+    """After epoch ``epoch`` (counted from 1): BN statistics averaged over ranks, validation when due,
+    the epoch's metrics row and the checkpoint state (``last.pt``, ``best.pt`` when it improved)."""
+    opts, info, ema = run.opts, run.info, run.ema
+    D.average_buffers(run.model, info)
+    D.average_buffers(ema.module, info)  # its BN statistics absorbed each rank's own
+    finished = epoch >= run.preset.train.epochs or run.iteration >= run.total_iters or run.loop.out_of_time
+    ap = None
+    if run.val_set is not None and (finished or epoch % max(1, opts.eval_every) == 0):
+        tic = time.time()
+        if info.is_main:
+            ap = _validate(ema.module, run.val_set, run.preset, run.device, opts.progress)
+        run.last_ap = ap
+        if run.budget is not None:
+            run.budget.validation_s = time.time() - tic
+    if info.is_main:
+        run.metrics.write(kind="epoch", epoch=epoch, iteration=run.iteration, lr=run.scheduler.lr, loss=epoch_loss,
+                          val_ap=ap, elapsed_s=time.time() - started)
+        improved = ap is not None and (run.best_ap is None or ap > run.best_ap)
+        run.best_ap = ap if improved else run.best_ap
+        state = {
+            "preset": run.preset.to_dict(), "model": _plain(ema.module.state_dict()),
+            "train_model": _plain(run.model.state_dict()), "ema_updates": ema.updates,
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "epoch": epoch, "iteration": run.iteration, "rng": capture_rng_state(),
+            "best_ap": run.best_ap, "val_ap": ap, "seed": opts.seed, "batch": opts.batch,
+            "budget_plan": run.budget_plan,
+        }
+        save_checkpoint(run.last_path, state)
+        if improved:
+            save_checkpoint(run.out / "best.pt", state)
+        if run.tb is not None and ap is not None:
+            run.tb.add_scalar("val/ap50", ap, run.iteration)
+    D.barrier(info)
+
+
+def _stopped(run: _Run, epoch: int, stopped: tuple[int, float]) -> TrainResult:
+    """A non-finite loss in epoch ``epoch + 1``: curves drawn, nothing saved, the last good checkpoint named."""
+    out = run.out
+    if run.info.is_main:
+        plot_curves(out / "metrics.csv", out / "curves.png", title=f"{run.preset.name}: {out.name} (stopped)")
+    D.barrier(run.info)
+    last = run.last_path
+    where = f"last good checkpoint: {last} (epoch {epoch})" if last.is_file() else "no checkpoint was saved yet"
+    message = f"loss is {stopped[1]} at iteration {stopped[0]} (epoch {epoch + 1}); training stopped, {where}"
+    return TrainResult("nan", epoch, stopped[0], run.best_ap, run.last_ap, message, run.ema.module, capture_rng_state())
+
+
+def _finish(run: _Run, epoch: int, started: float) -> TrainResult:
+    """Curves drawn, TensorBoard closed, the one-line summary."""
+    out, opts = run.out, run.opts
+    if run.info.is_main:
+        plot_curves(out / "metrics.csv", out / "curves.png", title=f"{run.preset.name}: {out.name}")
+        if run.tb is not None:
+            run.tb.close()
+    message = (f"trained {epoch} epoch{'' if epoch == 1 else 's'} ({run.iteration} iterations) in "
+               f"{time.time() - started:.0f} s; weights: {run.last_path}")
+    if run.loop.out_of_time:
+        message = f"stopped by --max-minutes {opts.max_minutes:g} in epoch {epoch}: " + message
+    if run.best_ap is not None:
+        message += f"; best val mAP@0.5 {100 * run.best_ap:.2f}% ({out / 'best.pt'})"
+    return TrainResult("done", epoch, run.iteration, run.best_ap, run.last_ap, message, run.ema.module,
+                       capture_rng_state())
 
 
 class _Loop:
