@@ -219,7 +219,7 @@ def export_and_build(weights: Path, out: Path):
         manifest = quantize_export(out / "export")
     except ExportError as err:
         raise DemoError(str(err)) from None
-    preset = Preset.from_dict(manifest["preset_config"])
+    preset = Preset.from_dict(manifest.preset_config)
     scales = ", ".join(f"{h}x{w}" for h, w in preset.inference.test_scales)
     _say(f"[1/5] exported preset {preset.name!r} in {time.monotonic() - step:.1f} s (test scales {scales})")
     step = time.monotonic()

@@ -156,7 +156,7 @@ class Detector:
         if source.is_dir():
             from acfd.inference.manifest import read_manifest
 
-            path = (read_manifest(source).get("checkpoint") or {}).get("path")
+            path = read_manifest(source).checkpoint.get("path")
             if not path or not Path(path).is_file():
                 raise FileNotFoundError(f"{source}: backend 'torch' needs the checkpoint, which the export names as {path!r}")
             source = Path(path)

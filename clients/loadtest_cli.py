@@ -260,7 +260,7 @@ def measure_in_process(
         images=count,
         seconds=elapsed,
         export=str(export),
-        preset=pipeline.manifest["preset"],
+        preset=pipeline.manifest.preset,
         engine=pipeline.engine.describe(),
         scales=[list(s) for s in pipeline.cfg.test_scales],
         threads=pipeline.engine.threads,

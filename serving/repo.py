@@ -28,9 +28,8 @@ import re
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from acfd.inference import manifest as manifest_io
+from acfd.inference.manifest import MANIFEST_FILE, ExportManifest, ManifestError
 from acfd.inference.engines import ENGINES, EngineError, choose_engine, model_file
 
 
@@ -46,7 +45,6 @@ def _template_dir() -> Path:
 TEMPLATE_DIR = _template_dir()
 MODELS = ("preprocess", "detector", "postprocess", "acfd")
 TARGETS = ("cpu", "tensorrt")
-MANIFEST_FILE = manifest_io.MANIFEST_FILE
 TENSORRT_TEMPLATE = "config.tensorrt.pbtxt"
 _MAX_BATCH = re.compile(r"^max_batch_size:\s*(\d+)\s*$", re.M)
 _INSTANCE_COUNT = re.compile(r"(instance_group\s*\[\s*\{[^}]*?count:\s*)(\d+)", re.S)
@@ -56,18 +54,17 @@ class RepoError(ValueError):
     """A repository that cannot be built; the message names the file and the problem."""
 
 
-def read_manifest(export_dir: str | Path) -> dict[str, Any]:
+def read_manifest(export_dir: str | Path) -> ExportManifest:
     """The export manifest ``export_dir/export.json``, checked for what serving reads."""
     path = Path(export_dir) / MANIFEST_FILE
     if not Path(export_dir).is_dir():
         raise RepoError(f"{export_dir}: export directory not found (make one with `acfd export`)")
     try:
-        manifest = manifest_io.read_manifest(export_dir)
-    except manifest_io.ManifestError as err:
+        manifest = ExportManifest.read(export_dir)
+    except ManifestError as err:
         raise RepoError(str(err)) from err
-    scales = manifest["test_scales"]
-    if not (isinstance(scales, list) and len(scales) == 3 and all(len(s) == 2 for s in scales)):
-        raise RepoError(f"{path}: test_scales must be three (height, width) pairs, got {scales!r}")
+    if len(manifest.test_scales) != 3:  # the ensemble has one detector step per scale
+        raise RepoError(f"{path}: test_scales must be three (height, width) pairs, got {[list(s) for s in manifest.test_scales]}")
     return manifest
 
 
@@ -132,7 +129,7 @@ def build_repository(
         if not artefact.is_file():
             raise RepoError(f"{artefact}: the export has no model file for engine {engine}")
     else:
-        trt = manifest.get("tensorrt")
+        trt = manifest.tensorrt
         if not trt:
             raise RepoError(f"{export_dir / MANIFEST_FILE}: no TensorRT engine in this export (export with --tensorrt on a GPU host)")
         artefact = export_dir / trt.get("file", "model.plan")
@@ -155,7 +152,7 @@ def build_repository(
         config.write_text(_set_parameter(text, "threads", str(int(threads))))
     else:
         (detector / "1" / "model.py").unlink(missing_ok=True)
-        engine_batch = int(manifest["tensorrt"].get("max_batch", 8))
+        engine_batch = int(manifest.tensorrt.get("max_batch", 8))
         config = (templates / "detector" / TENSORRT_TEMPLATE).read_text()
         (detector / "config.pbtxt").write_text(_MAX_BATCH.sub(f"max_batch_size: {engine_batch}", config, count=1))
         shutil.copy2(artefact, detector / "1" / "model.plan")
@@ -179,18 +176,10 @@ def _set_parameter(config_text: str, key: str, value: str) -> str:
     return text
 
 
-def _publish_display_threshold(out: Path, manifest: dict) -> None:
+def _publish_display_threshold(out: Path, manifest: ExportManifest) -> None:
     """The model's display threshold as the ensemble's config parameter ``display_threshold``, which
-    clients read with the model config (``InputSpec.display_threshold``); absent in old manifests."""
-    value = (manifest.get("postprocess") or {}).get("display_threshold")
-    if value is None:
-        return
-    try:
-        threshold = float(value)
-    except (TypeError, ValueError):
-        raise RepoError(f"export manifest: postprocess.display_threshold {value!r} is not a number") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise RepoError(f"export manifest: postprocess.display_threshold {threshold} is outside [0, 1]")
+    clients read with the model config (``InputSpec.display_threshold``); the manifest has checked it."""
+    threshold = manifest.postprocess.display_threshold
     ensemble = out / "acfd" / "config.pbtxt"
     text = ensemble.read_text().rstrip("\n")
     ensemble.write_text(text + f'\nparameters {{ key: "display_threshold" value {{ string_value: "{threshold:g}" }} }}\n')

@@ -64,8 +64,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_manifest_names_the_int8_model(export):
     manifest = read_manifest(export)
-    assert manifest["int8"]["file"] == "model.int8.onnx" and (export / "model.int8.onnx").is_file()
-    assert manifest["int8"]["calibration"] == {"source": "generated scenes", "images": 4, "inputs": 12}
+    assert manifest.int8["file"] == "model.int8.onnx" and (export / "model.int8.onnx").is_file()
+    assert manifest.int8["calibration"] == {"source": "generated scenes", "images": 4, "inputs": 12}
 
 
 @pytest.mark.parametrize("engine", sorted(TOLERANCES))
@@ -138,9 +138,8 @@ def test_missing_int8_model_and_unknown_engine(export, tmp_path):
 
     plain = tmp_path / "plain"
     shutil.copytree(export, plain)
-    manifest = json.loads((plain / "export.json").read_text())
-    manifest["int8"] = None
-    (plain / "export.json").write_text(json.dumps(manifest))
+    manifest = read_manifest(plain).replace(int8=None)
+    manifest.write(plain)
     with pytest.raises(EngineError, match="no int8 model .*acfd export --int8"):
         open_engine(plain, manifest, "openvino-int8")
     with pytest.raises(EngineError, match="choose one of"):
@@ -167,9 +166,38 @@ def test_default_engine_is_int8_openvino_with_a_fallback_line(export):
     manifest = read_manifest(export)
     assert engines.choose_engine(manifest) == ("openvino-int8", "")
     assert engines.choose_engine(manifest, "onnxruntime") == ("onnxruntime", "")
-    engine, note = engines.choose_engine({**manifest, "int8": None})
+    engine, note = engines.choose_engine(manifest.replace(int8=None))
     assert engine == "openvino" and "no int8 model" in note and "\n" not in note
     assert InProcessPipeline(export, threads=1).engine.name == "openvino-int8"
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (lambda m: m.pop("test_scales"), "test_scales: missing"),
+        (lambda m: m.update(test_scales=[[288, "387"]]), "test_scales[0]: expected a (height, width) pair"),
+        (lambda m: m["postprocess"].update(nms_iou=1.5), "postprocess.nms_iou: expected a number in [0, 1]"),
+        (lambda m: m["postprocess"].update(max_detections="100"), "postprocess.max_detections: expected a positive integer"),
+        (lambda m: m["onnx"].update(input_layout="NCHW"), "onnx.input_layout: expected one of ['NHWC']"),
+        (lambda m: m["onnx"].pop("file"), "onnx.file: missing"),
+        (lambda m: m.update(int8={"calibration": {}}), "int8: expected null or an object naming its file"),
+        (lambda m: m.update(format_version=3), "export format 3, this acfd reads format 2"),
+    ],
+)
+def test_a_wrong_or_missing_field_fails_at_load_naming_it(export, tmp_path, change, needle):
+    data = json.loads((export / "export.json").read_text())
+    change(data)
+    (tmp_path / "export.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError) as info:
+        read_manifest(tmp_path)
+    assert needle in str(info.value) and str(tmp_path / "export.json") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_manifest_round_trips_through_the_dataclass(export, tmp_path):
+    manifest = read_manifest(export)
+    assert manifest.to_dict() == json.loads((export / "export.json").read_text())
+    manifest.write(tmp_path)
+    assert read_manifest(tmp_path) == manifest
 
 
 def test_every_engine_is_tested():

@@ -292,5 +292,5 @@ def test_repository_publishes_the_display_threshold(exported, tmp_path):
     assert text.count('key: "display_threshold"') == 1 and 'string_value: "0.37"' in text
     manifest["postprocess"]["display_threshold"] = 7
     (export / "export.json").write_text(json.dumps(manifest))
-    with pytest.raises(RepoError, match="display_threshold 7.0 is outside"):
+    with pytest.raises(RepoError, match=r"export.json: postprocess.display_threshold: expected a number in \[0, 1\], got 7"):
         build_repository(export, tmp_path / "repo2")

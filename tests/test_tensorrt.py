@@ -196,11 +196,11 @@ def test_build_engine_drives_the_tensorrt_api(tiny_checkpoint, tmp_path, monkeyp
     assert (tmp_path / "e" / "model.plan").read_bytes() == repr(([want_profile], ["fp16"])).encode()
     assert fake.calls["caches_loaded"] == [b""] and cache.read_bytes() == b"+timings"
     on_disk = json.loads((tmp_path / "e" / "export.json").read_text())
-    assert on_disk["tensorrt"] == manifest["tensorrt"]
-    assert manifest["tensorrt"]["file"] == "model.plan" and manifest["tensorrt"]["fp16"] is True
-    assert manifest["tensorrt"]["max_batch"] == 4
-    assert manifest["tensorrt"]["profiles"] == [{"input": "images", "min": [1, 480, 640, 3], "opt": [1, 640, 860, 3], "max": [4, 800, 1075, 3]}]
-    assert manifest["tensorrt"]["trtexec"].startswith("trtexec --onnx=")
+    assert on_disk["tensorrt"] == manifest.tensorrt
+    assert manifest.tensorrt["file"] == "model.plan" and manifest.tensorrt["fp16"] is True
+    assert manifest.tensorrt["max_batch"] == 4
+    assert manifest.tensorrt["profiles"] == [{"input": "images", "min": [1, 480, 640, 3], "opt": [1, 640, 860, 3], "max": [4, 800, 1075, 3]}]
+    assert manifest.tensorrt["trtexec"].startswith("trtexec --onnx=")
     assert "trtexec --onnx=" in capsys.readouterr().out  # the equivalent command is printed
 
     profiles = optimization_profiles(InferenceConfig(), max_batch=4)
@@ -248,7 +248,7 @@ def test_fp16_engine_matches_onnxruntime(tiny_checkpoint, tmp_path, mode, capsys
     assert acfd_main(args) == 0
     assert "trtexec --onnx=" in capsys.readouterr().out
     manifest = json.loads((out / "export.json").read_text())
-    trt_info = manifest["tensorrt"]
+    trt_info = manifest.tensorrt
     assert trt_info["file"] == "model.plan" and trt_info["fp16"] is True and trt_info["max_batch"] == 2
     assert len(trt_info["profiles"]) == (1 if mode == "one" else 4)
     assert cache.is_file() and cache.stat().st_size > 0

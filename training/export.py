@@ -49,15 +49,13 @@ from torch import nn
 
 import acfd
 from acfd.atomic_file import publish
-from acfd.inference import manifest as manifest_io
+from acfd.inference.manifest import FORMAT_VERSION, MANIFEST_FILE, ExportManifest, ManifestError, OnnxGraph, PostprocessSettings
 from acfd.training.anchors import anchor_count
 from acfd.training.config import Preset
 from acfd.training.data import image_io
 
-FORMAT_VERSION = manifest_io.FORMAT_VERSION  # 2: uint8 NHWC pixels, normalised in the graph
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-MANIFEST_FILE = manifest_io.MANIFEST_FILE
 PLAN_FILE = "model.plan"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("scores", "boxes")
@@ -104,7 +102,7 @@ def export_model(
     timing_cache: str | Path | None = None,
     workspace_mib: int = 4096,
     verify: bool = True,
-) -> dict[str, Any]:
+) -> ExportManifest:
     """Export the checkpoint ``weights`` into ``out_dir``; returns the manifest (also in export.json).
 
     ``expect_preset`` makes a checkpoint of another preset an error. ``tensorrt`` also builds
@@ -141,7 +139,7 @@ def export_model_from_module(
     timing_cache: str | Path | None = None,
     workspace_mib: int = 4096,
     verify: bool = True,
-) -> dict[str, Any]:
+) -> ExportManifest:
     """Export an in-memory ``ACFD`` network (train or deploy form; it is copied, not changed)."""
     from acfd.training.model import PixelPredictor, Predictor
 
@@ -170,14 +168,14 @@ def export_model_from_module(
             (out_dir / stale).unlink(missing_ok=True)
         step("manifest")
         manifest = build_manifest(preset, opset, checkpoint)
-        write_manifest(out_dir, manifest)  # usable as an ONNX-only export even if the engine fails
+        manifest.write(out_dir)  # usable as an ONNX-only export even if the engine fails
         if trt_build is not None:
             step("tensorrt")
-            manifest["tensorrt"] = trt_build.build_engine(
+            manifest = manifest.replace(tensorrt=trt_build.build_engine(
                 onnx_path, out_dir / PLAN_FILE, profiles, fp16=fp16, max_batch=max_batch,
                 timing_cache=timing_cache, workspace_mib=workspace_mib,
-            )
-            write_manifest(out_dir, manifest)
+            ))  # fmt: skip
+            manifest.write(out_dir)
     return manifest
 
 
@@ -321,60 +319,46 @@ def build_manifest(
     opset: int,
     checkpoint: dict[str, str | None] | None = None,
     tensorrt: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ExportManifest:
     """The ``export.json`` contents; every value derives from ``preset`` and the anchor layout."""
     inference = preset.inference
-    strides = list(preset.model.strides)
+    strides = tuple(preset.model.strides)
     shapes = list(inference.test_scales) + [inference.single_scale]
-    return {
-        "format_version": FORMAT_VERSION,
-        "acfd_version": acfd.__version__,
-        "preset": preset.name,
-        "preset_config": preset.to_dict(),
-        "checkpoint": dict(checkpoint) if checkpoint else {"path": None, "sha256": None},
-        "onnx": {
-            "file": ONNX_FILE,
-            "opset": int(opset),
-            "input": INPUT_NAME,
-            "input_dtype": "uint8",
-            "input_layout": "NHWC",
-            "outputs": list(OUTPUT_NAMES),
-            "output_meaning": dict(OUTPUT_MEANING),
-        },
-        "normalization": {
+    return ExportManifest(
+        acfd_version=acfd.__version__,
+        preset=preset.name,
+        preset_config=preset.to_dict(),
+        checkpoint=dict(checkpoint) if checkpoint else {"path": None, "sha256": None},
+        onnx=OnnxGraph(
+            file=ONNX_FILE, opset=int(opset), input=INPUT_NAME, input_dtype="uint8", input_layout="NHWC",
+            outputs=tuple(OUTPUT_NAMES), output_meaning=dict(OUTPUT_MEANING),
+        ),  # fmt: skip
+        normalization={
             "channel_order": image_io.CHANNEL_ORDER,
             "mean": list(image_io.PIXEL_MEAN),
             "std": list(image_io.PIXEL_STD),
             "pixel_range": [0, 255],
         },
-        "single_scale": list(inference.single_scale),
-        "test_scales": [list(s) for s in inference.test_scales],
-        "strides": strides,
-        "anchors_per_scale": {f"{h}x{w}": anchor_count(h, w, strides) for h, w in shapes},
-        "postprocess": {
-            "score_threshold": inference.score_threshold,
-            "pre_nms_topk": inference.pre_nms_topk,
-            "nms_iou": inference.nms_iou,
-            "max_detections": inference.max_detections,
-            "display_threshold": inference.display_threshold,  # what clients show by default
-        },
-        "int8": None,  # set by acfd.training.quantize: file, calibration images, ops quantized
-        "tensorrt": tensorrt,
-    }
+        single_scale=tuple(inference.single_scale),
+        test_scales=tuple(tuple(s) for s in inference.test_scales),
+        strides=strides,
+        anchors_per_scale={f"{h}x{w}": anchor_count(h, w, strides) for h, w in shapes},
+        postprocess=PostprocessSettings(
+            score_threshold=inference.score_threshold,
+            pre_nms_topk=inference.pre_nms_topk,
+            nms_iou=inference.nms_iou,
+            max_detections=inference.max_detections,
+            display_threshold=inference.display_threshold,  # what clients show by default
+        ),
+        tensorrt=tensorrt,
+    )
 
 
-def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    path = Path(out_dir) / MANIFEST_FILE
-    with _replaced_on_success(path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
-
-
-def read_manifest(export_dir: str | Path) -> dict[str, Any]:
+def read_manifest(export_dir: str | Path) -> ExportManifest:
     """The manifest of an export directory; ``ExportError`` names the file when it is unusable."""
     try:
-        return manifest_io.read_manifest(export_dir)
-    except manifest_io.ManifestError as err:
+        return ExportManifest.read(export_dir)
+    except ManifestError as err:
         raise ExportError(str(err)) from err
 
 

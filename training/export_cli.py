@@ -88,13 +88,13 @@ def run(args: argparse.Namespace) -> int:
         where = err.filename or args.out
         print(f"acfd export: {where}: {err.strerror or err}", file=sys.stderr)
         return 1
-    h, w = manifest["single_scale"]
-    anchors = manifest["anchors_per_scale"][f"{h}x{w}"]
-    print(f"wrote {args.out / ONNX_FILE} (preset {manifest['preset']}, opset {manifest['onnx']['opset']}, {anchors} anchors at {h}x{w})")
-    if manifest.get("int8"):
-        print(f"wrote {args.out / manifest['int8']['file']} (int8 convolutions, {manifest['int8']['calibration']['images']} calibration images)")
+    h, w = manifest.single_scale
+    anchors = manifest.anchors_per_scale[f"{h}x{w}"]
+    print(f"wrote {args.out / ONNX_FILE} (preset {manifest.preset}, opset {manifest.onnx.opset}, {anchors} anchors at {h}x{w})")
+    if manifest.int8:
+        print(f"wrote {args.out / manifest.int8['file']} (int8 convolutions, {manifest.int8['calibration']['images']} calibration images)")
     print(f"wrote {args.out / MANIFEST_FILE}")
-    if manifest["tensorrt"]:  # the builder has printed the equivalent trtexec command line
-        trt = manifest["tensorrt"]
+    if manifest.tensorrt:  # the builder has printed the equivalent trtexec command line
+        trt = manifest.tensorrt
         print(f"wrote {args.out / trt['file']} (fp16={trt['fp16']}, max batch {trt['max_batch']}, {len(trt['profiles'])} profile(s))")
     return 0

@@ -19,12 +19,12 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from acfd.training.data import image_io
-from acfd.training.export import INPUT_NAME, INT8_FILE, ExportError, read_manifest, write_manifest
+from acfd.inference.manifest import ExportManifest
+from acfd.training.export import INPUT_NAME, INT8_FILE, ExportError, read_manifest
 
 DEFAULT_CALIBRATION_IMAGES = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -83,7 +83,7 @@ def quantize_export(
     source: str = "generated scenes",
     count: int = DEFAULT_CALIBRATION_IMAGES,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> ExportManifest:
     """Write ``export_dir/model.int8.onnx`` from ``model.onnx``; returns the updated manifest."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -94,7 +94,7 @@ def quantize_export(
         images = generated_images(count, seed)
     if not images:
         raise ExportError("int8 calibration needs at least one image")
-    batches = calibration_batches(images, manifest["test_scales"])
+    batches = calibration_batches(images, manifest.test_scales)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -104,7 +104,7 @@ def quantize_export(
             batch = next(self.pending, None)
             return None if batch is None else {INPUT_NAME: batch}
 
-    source_path = export_dir / manifest["onnx"]["file"]
+    source_path = export_dir / manifest.onnx.file
     outputs = head_output_convs(source_path)
     target = export_dir / INT8_FILE
     tmp = export_dir / f".{INT8_FILE}.tmp"
@@ -126,13 +126,13 @@ def quantize_export(
     finally:
         root.setLevel(level)
         tmp.unlink(missing_ok=True)
-    manifest["int8"] = {
+    manifest = manifest.replace(int8={
         "file": INT8_FILE,
         "quantized_ops": ["Conv"],
         "float_nodes": outputs,
         "weights": "int8, symmetric, per output channel",
         "activations": "uint8, min-max ranges from calibration",
         "calibration": {"source": source, "images": len(images), "inputs": len(batches)},
-    }
-    write_manifest(export_dir, manifest)
+    })  # fmt: skip
+    manifest.write(export_dir)
     return manifest

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from acfd.inference.manifest import ExportManifest
+
 import numpy as np
 
 ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
@@ -46,28 +48,28 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def choose_engine(manifest: dict[str, Any], engine: str | None = None) -> tuple[str, str]:
+def choose_engine(manifest: ExportManifest, engine: str | None = None) -> tuple[str, str]:
     """``(engine, note)``: ``engine`` itself when named, else ``DEFAULT_ENGINE``, or
     ``FALLBACK_ENGINE`` with a one-line note when the export has no int8 model."""
     if engine is not None:
         return engine, ""
-    if DEFAULT_ENGINE.endswith("-int8") and not manifest.get("int8"):
+    if DEFAULT_ENGINE.endswith("-int8") and not manifest.int8:
         return FALLBACK_ENGINE, (
             f"the export has no int8 model (acfd export writes one unless --no-int8); using engine {FALLBACK_ENGINE}"
         )
     return DEFAULT_ENGINE, ""
 
 
-def model_file(manifest: dict[str, Any], engine: str) -> str:
+def model_file(manifest: ExportManifest, engine: str) -> str:
     """The file (in the export folder) that ``engine`` runs, from the manifest."""
     if engine not in ENGINES:
         raise EngineError(f"engine {engine!r}: choose one of {list(ENGINES)}")
     if engine.endswith("-int8"):
-        int8 = manifest.get("int8")
+        int8 = manifest.int8
         if not int8:
             raise EngineError(f"engine {engine}: the export has no int8 model (export with `acfd export --int8`)")
         return str(int8["file"])
-    return str(manifest["onnx"]["file"])
+    return manifest.onnx.file
 
 
 class Engine:
@@ -190,7 +192,7 @@ class _OpenVINO(Engine):
 
 def open_engine(
     folder: str | Path,
-    manifest: dict[str, Any],
+    manifest: ExportManifest,
     engine: str | None = None,
     threads: int = 0,
     warm_up: bool = True,
@@ -208,13 +210,12 @@ def open_engine(
     if precision not in ("auto", "bf16", "f32"):
         raise EngineError(f"precision {precision!r}: choose auto, bf16 or f32")
     threads = int(threads) or default_threads()
-    onnx_info = manifest["onnx"]
     if engine.startswith("onnxruntime"):
-        runner: Engine = _OnnxRuntime(path, engine, threads, onnx_info["input"], onnx_info["outputs"])
+        runner: Engine = _OnnxRuntime(path, engine, threads, manifest.onnx.input, manifest.onnx.outputs)
     else:
-        runner = _OpenVINO(path, engine, threads, onnx_info["outputs"], precision=precision)
+        runner = _OpenVINO(path, engine, threads, manifest.onnx.outputs, precision=precision)
     runner.note = "; ".join(note for note in (chosen_note, runner.note) if note)
     if warm_up:
-        for height, width in manifest["test_scales"]:
+        for height, width in manifest.test_scales:
             runner(np.zeros((1, int(height), int(width), 3), np.uint8))
     return runner

@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
 
 import numpy as np
 
 from acfd.inference.engines import Engine, open_engine
+from acfd.inference.manifest import ExportManifest
 from acfd.training.data import image_io
 
 
@@ -45,19 +46,19 @@ def resize_scales(rgb: np.ndarray, scales: Sequence[Sequence[int]]) -> list[np.n
     return [image_io.resize_rgb(rgb, int(h), int(w))[None] for h, w in scales]
 
 
-def inference_config(manifest: dict[str, Any]):
+def inference_config(manifest: ExportManifest):
     """The ``InferenceConfig`` the manifest's post-processing settings describe."""
     from acfd.training.config import InferenceConfig
 
-    settings = manifest["postprocess"]
+    settings = manifest.postprocess
     return dataclasses.replace(
         InferenceConfig(),
-        test_scales=tuple((int(h), int(w)) for h, w in manifest["test_scales"]),
-        score_threshold=float(settings["score_threshold"]),
-        pre_nms_topk=int(settings["pre_nms_topk"]),
-        nms_iou=float(settings["nms_iou"]),
-        max_detections=int(settings["max_detections"]),
-        display_threshold=float(settings.get("display_threshold", 0.5)),
+        test_scales=manifest.test_scales,
+        score_threshold=settings.score_threshold,
+        pre_nms_topk=settings.pre_nms_topk,
+        nms_iou=settings.nms_iou,
+        max_detections=settings.max_detections,
+        display_threshold=settings.display_threshold,
     )
 
 

@@ -350,17 +350,21 @@ def test_failure_reason_prefers_the_member_over_the_ensemble():
 
 # ---- acfd repo ----------------------------------------------------------------------------------
 def _fake_export(root: Path, tensorrt: dict | None, int8: bool = False, version: int | None = 2) -> Path:
+    """An export folder with a real manifest (tiny preset, the serving test scales) and stand-in model files."""
+    from acfd.training.config import load_preset
+    from acfd.training.export import build_manifest
+
     export = root / "export"
     export.mkdir()
-    manifest = {
-        "preset": "tiny", "onnx": {"file": "model.onnx", "input": "images", "outputs": ["scores", "boxes"]},
-        "normalization": {"channel_order": "RGB", "mean": [0, 0, 0], "std": [1, 1, 1]},
-        "test_scales": [[120, 161], [160, 215], [200, 269]], "postprocess": {}, "tensorrt": tensorrt,
-        "int8": {"file": "model.int8.onnx"} if int8 else None,
-    }
-    if version is not None:
-        manifest["format_version"] = version
-    (export / "export.json").write_text(json.dumps(manifest))
+    manifest = build_manifest(load_preset("tiny"), 17, tensorrt=tensorrt)
+    manifest = manifest.replace(test_scales=((120, 161), (160, 215), (200, 269)),
+                                int8={"file": "model.int8.onnx"} if int8 else None)  # fmt: skip
+    data = manifest.to_dict()
+    if version is None:
+        del data["format_version"]
+    else:
+        data["format_version"] = version
+    (export / "export.json").write_text(json.dumps(data))
     (export / "model.onnx").write_bytes(b"onnx")
     if int8:
         (export / "model.int8.onnx").write_bytes(b"int8")

@@ -152,7 +152,7 @@ def _engine_network(args):
     if engine.note:
         print(f"acfd eval: {engine.note}", file=sys.stderr)
     print(f"acfd eval: {args.export} through {engine.describe()}", file=sys.stderr)
-    return EngineNetwork(engine), Preset.from_dict(manifest["preset_config"])
+    return EngineNetwork(engine), Preset.from_dict(manifest.preset_config)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,8 +27,8 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
         manifest = read_manifest(version_dir)
-        self.input_name = manifest["onnx"]["input"]
-        self.output_names = list(manifest["onnx"]["outputs"])  # ["scores", "boxes"]
+        self.input_name = manifest.onnx.input
+        self.output_names = list(manifest.onnx.outputs)  # ["scores", "boxes"]
         self.engine = open_engine(
             version_dir, manifest, params.get("engine") or None, threads=int(params.get("threads", "0") or 0)
         )

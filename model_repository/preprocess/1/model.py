@@ -31,7 +31,7 @@ class TritonPythonModel:
         self.max_pixels = int(params.get("max_pixels", image_io.MAX_PIXELS))
         self.min_side = int(params.get("min_side", 1))
         manifest = read_manifest(Path(args["model_repository"]) / args["model_version"])
-        self.scales = [(int(h), int(w)) for h, w in manifest["test_scales"]]
+        self.scales = list(manifest.test_scales)
         outputs = sorted(o["name"] for o in config["output"] if o["name"].startswith("SCALE_"))
         if len(outputs) != len(self.scales):
             raise ValueError(f"preprocess: {len(self.scales)} test scales in export.json, but the config has {len(outputs)} SCALE outputs")
