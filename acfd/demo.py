@@ -172,7 +172,7 @@ def prepare_out(out: Path) -> None:
 def generated_scenes(count: int, seed: int) -> list[DemoImage]:
     """``count`` seeded scenes (scene ``i`` from ``default_rng([seed, i])``), encoded as PNG."""
     from acfd.clients.grpc_client import encode_image
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     items = []
     for i in range(count):
@@ -273,7 +273,7 @@ def detect_on_server(server, items: list[DemoImage], images_dir: Path, min_score
 
     from acfd.clients.detections import save_annotated
     from acfd.clients.grpc_client import ClientError, DetectorClient, InferenceFailed
-    from acfd.training.data.image_io import ImageError, decode_image
+    from acfd.inference.image_io import ImageError, decode_image
 
     todo = [item for item in items if item.data is not None]
     _say(f"[4/5] detecting faces in {len(todo)} images over gRPC (one warm-up request first)")

@@ -99,7 +99,7 @@ def cached_export(weights: str | Path) -> Path:
 
 def to_rgb(image: np.ndarray, channels: str) -> np.ndarray:
     """A uint8 array as RGB ``[H, W, 3]``; ``ImageError`` saying what is wrong otherwise."""
-    from acfd.training.data.image_io import ImageError
+    from acfd.inference.image_io import ImageError
 
     if channels not in ("rgb", "bgr"):
         raise ValueError(f"channels {channels!r}: say 'rgb' or 'bgr'")
@@ -188,7 +188,7 @@ class Detector:
 
     @staticmethod
     def _decode(image: ImageInput, channels: str) -> np.ndarray:
-        from acfd.training.data.image_io import decode_image, read_image
+        from acfd.inference.image_io import decode_image, read_image
 
         if isinstance(image, np.ndarray):
             return to_rgb(image, channels)

@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         return _fail(f"cannot load the model: {' '.join(str(err).split())}", 2)
     print(f"acfd predict: {detector}", file=sys.stderr)
-    from acfd.training.data.image_io import read_image
+    from acfd.inference.image_io import read_image
 
     writer = Writer(args)
     counts = {"images": 0, "frames": 0, "faces": 0}

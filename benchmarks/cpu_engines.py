@@ -28,8 +28,8 @@ if str(REPO) not in sys.path:
 def main(argv: list[str] | None = None) -> int:
     from acfd.inference.engines import ENGINES, EngineError, open_engine
     from acfd.inference.manifest import read_manifest
-    from acfd.training.data import image_io
-    from acfd.training.data.synth import generate_scene
+    from acfd.inference import image_io
+    from acfd.scenes.synth import generate_scene
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", type=Path)

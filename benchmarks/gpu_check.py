@@ -150,7 +150,7 @@ def loss_check(device: str, shapes: Shapes) -> list[dict]:
 
     from acfd.kernels import bench
     from acfd.kernels.mbc_loss import mbc_focal_loss
-    from acfd.training.anchors import make_anchors
+    from acfd.inference.anchors import make_anchors
 
     num_anchors = make_anchors(shapes.image, shapes.image).shape[0]
     cases = {str(d).replace("torch.", ""): bench.loss_inputs(shapes.batch, num_anchors, dtype=d)

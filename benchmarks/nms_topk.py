@@ -39,9 +39,9 @@ def crowded(rng: np.random.Generator, n: int, faces: int, extent: float = 1000.0
 def model_candidates(count: int):
     """The embedded model's merged, clipped candidates (what NMS sees) on ``count`` generated scenes."""
     from acfd.inference.pipeline import InProcessPipeline, prepare
-    from acfd.training.data.synth import scene_png
+    from acfd.scenes.synth import scene_png
     from acfd.training.export import export_model
-    from acfd.training.postprocess import select_per_scale
+    from acfd.inference.postprocess import select_per_scale
     from acfd.weights import DEFAULT_WEIGHTS
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(outcome: DetectOutcome, job: ImageJob, args: argparse.Namespace) -> str | None:
     """The stdout line for one answered image (writing its annotated copy), or None after an error line."""
     from acfd.clients.detections import save_annotated
-    from acfd.training.data.image_io import ImageError, image_size, read_image
+    from acfd.inference.image_io import ImageError, image_size, read_image
 
     if outcome.error is not None:
         print(f"acfd detect: {outcome.error}", file=sys.stderr)

@@ -3,7 +3,7 @@ generated scenes as input, held to the yardstick of the same pipeline in this pr
 
 Steps: find and check perf_analyzer (the tritonclient wheel's, with its library path); check the
 server and model answer (one line and exit 2 if not); generate ``--images`` cartoon scenes
-(``acfd.training.data.synth.generate_scene``, PNG) and write them as ``DIR/input_data.json``; run
+(``acfd.scenes.synth.generate_scene``, PNG) and write them as ``DIR/input_data.json``; run
 perf_analyzer once per concurrency level (progress shown); read the ensemble's failure count from
 the server's statistics before and after; time the same images through the served pipeline in this
 process (``acfd.inference.pipeline.InProcessPipeline``: the export the repository was built from,
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
 def generate_images(count: int, width: int, height: int, seed: int) -> list[bytes]:
     """``count`` generated cartoon scenes as PNG bytes; scene ``i`` is seeded with ``(seed, i)``."""
-    from acfd.training.data.synth import scene_png
+    from acfd.scenes.synth import scene_png
 
     return [scene_png(np.random.default_rng((seed, i)), width, height) for i in range(count)]
 

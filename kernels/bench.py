@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from acfd.training.anchors import make_anchors
-from acfd.training.box_coder import BoxCoder
+from acfd.inference.anchors import make_anchors
+from acfd.inference.box_coder import BoxCoder
 
 PAPER_BATCH = 16
 PAPER_IMAGE = 640

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from acfd.training.data.annotations import DetectionSet, load_detection_set  # noqa: E402
-from acfd.training.data.synth import write_dataset  # noqa: E402
+from acfd.scenes.synth import write_dataset  # noqa: E402
 
 
 def face_stats(ds: DetectionSet) -> dict[str, np.ndarray]:

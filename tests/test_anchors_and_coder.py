@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from acfd.training.anchors import anchor_count, level_sizes, make_anchors
-from acfd.training.box_coder import BoxCoder
+from acfd.inference.anchors import anchor_count, level_sizes, make_anchors
+from acfd.inference.box_coder import BoxCoder
 from acfd.training.config import load_preset
 
 STRIDES = (4, 8, 16, 32, 64, 128)

@@ -10,8 +10,8 @@ import torch
 from acfd.training.data.annotations import ImageRecord, load_detection_set
 from acfd.training.data.augment import MEAN_RGB, AugmentConfig, augment, color_distort, warp
 from acfd.training.data.dataset import DetectionDataset, collate
-from acfd.training.data.image_io import normalize
-from acfd.training.data.synth import write_dataset
+from acfd.inference.image_io import normalize
+from acfd.scenes.synth import write_dataset
 
 
 def _random_boxes(rng, n, w, h):

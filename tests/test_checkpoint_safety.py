@@ -191,7 +191,7 @@ def _old_capture_rng_state():
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from acfd.training.data.synth import write_dataset
+    from acfd.scenes.synth import write_dataset
 
     root = tmp_path_factory.mktemp("scenes")
     write_dataset(root, images=8, seed=5, size=(256, 160), progress=False)

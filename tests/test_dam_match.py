@@ -8,8 +8,8 @@ import torch
 
 from acfd.kernels.dam_match import DamMatch, dam_match
 from acfd.kernels.dam_match.reference import box_iou
-from acfd.training.anchors import make_anchors
-from acfd.training.box_coder import BoxCoder
+from acfd.inference.anchors import make_anchors
+from acfd.inference.box_coder import BoxCoder
 
 HAS_TRITON_PATH = torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 needs_triton = pytest.mark.skipif(not HAS_TRITON_PATH, reason="needs CUDA or TRITON_INTERPRET=1 (tests/conftest.py)")

@@ -8,7 +8,7 @@ import torch
 import torch.multiprocessing as mp
 
 from acfd.training.checkpoint import read_checkpoint
-from acfd.training.data.synth import write_dataset
+from acfd.scenes.synth import write_dataset
 
 
 def _free_port() -> int:

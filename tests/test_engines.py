@@ -46,7 +46,7 @@ def export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scenes() -> list[bytes]:
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     encoded = []
     for i in range(3):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from acfd.cli import main
-from acfd.training.config import InferenceConfig
+from acfd.inference.config import InferenceConfig
 from acfd.training.evaluation.evaluate import evaluate, json_summary
 from acfd.training.evaluation.inference import detect, scales_for
 
@@ -72,7 +72,7 @@ def test_evaluate_on_scripted_predictions(tmp_path):
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory):
-    from acfd.training.data.synth import write_dataset
+    from acfd.scenes.synth import write_dataset
 
     out = tmp_path_factory.mktemp("synth")
     write_dataset(out, images=2, seed=3, size=(160, 120), progress=False)

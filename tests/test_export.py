@@ -30,7 +30,7 @@ import acfd
 from acfd.cli import main as acfd_main
 from acfd.training.checkpoint import save_checkpoint
 from acfd.training.config import load_preset
-from acfd.training.data import image_io
+from acfd.inference import image_io
 from acfd.training.export import ExportError, onnx_session, trace_onnx, verify_onnx
 from acfd.training.model import Predictor, build_model
 

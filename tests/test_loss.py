@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from acfd.training.box_coder import BoxCoder
+from acfd.inference.box_coder import BoxCoder
 from acfd.training.config import TrainConfig
 from acfd.training.loss import DetectionLoss, regression_loss
 

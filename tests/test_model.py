@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from acfd.training import info
-from acfd.training.anchors import anchor_count, make_anchors
-from acfd.training.box_coder import BoxCoder
+from acfd.inference.anchors import anchor_count, make_anchors
+from acfd.inference.box_coder import BoxCoder
 from acfd.training.model import ACB, ACFD, Predictor, build_model
 from acfd.training.model.abifpn import FUSION_EPS, FusionNode
 from acfd.training.model.aosa import AOSA

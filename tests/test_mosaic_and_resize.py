@@ -16,7 +16,7 @@ import torch
 from acfd.training.data.annotations import ImageRecord
 from acfd.training.data.augment import AugmentConfig, config_for_size, resize_plain, warp
 from acfd.training.data.dataset import DetectionDataset, MultiScaleBatches, collate
-from acfd.training.data.image_io import normalize, resize_interpolation, resize_rgb
+from acfd.inference.image_io import normalize, resize_interpolation, resize_rgb
 from acfd.training.data.mosaic import mosaic
 from acfd.training.evaluation.inference import network_input
 

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from acfd.training.config import InferenceConfig
-from acfd.training.postprocess import finalize, postprocess, select_per_scale
+from acfd.inference.config import InferenceConfig
+from acfd.inference.postprocess import finalize, postprocess, select_per_scale
 
 
 def test_threshold_is_strict_and_output_sorted():
@@ -89,7 +89,7 @@ def test_nothing_above_threshold_gives_empty_arrays():
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, acfd.training.postprocess; print('torch' in sys.modules)"
+    code = "import sys, acfd.inference.postprocess; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -98,7 +98,7 @@ def test_module_does_not_import_torch():
 def test_top_k_selection_by_partition_equals_the_stable_sort(seed):
     """More candidates than top-k, with ties at the cut: the partition path keeps what a stable
     descending sort of every passing score would keep, in the same order."""
-    from acfd.training.postprocess import descending_order, select_per_scale
+    from acfd.inference.postprocess import descending_order, select_per_scale
 
     rng = np.random.default_rng(seed)
     n = 5000

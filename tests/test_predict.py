@@ -39,7 +39,7 @@ def detector(cache):
 
 @pytest.fixture(scope="module")
 def scenes() -> list[np.ndarray]:
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     return [generate_scene(np.random.default_rng((21, i)), 480, 270)[0] for i in range(3)]
 

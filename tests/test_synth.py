@@ -11,9 +11,9 @@ import pytest
 
 from acfd.cli import main
 from acfd.training.data.annotations import load_detection_set
-from acfd.training.data.synth import generate_scene, write_dataset
-from acfd.training.data.synth_draw import Layer, Scene, finish_sprite
-from acfd.training.data.synth_faces import draw_head
+from acfd.scenes.synth import generate_scene, write_dataset
+from acfd.scenes.synth_draw import Layer, Scene, finish_sprite
+from acfd.scenes.synth_faces import draw_head
 
 
 def _files(folder):

@@ -20,7 +20,7 @@ from torch import nn
 from acfd.cli import main as acfd_main
 from acfd.training.checkpoint import save_checkpoint
 from acfd.training.config import InferenceConfig, load_preset
-from acfd.training.data import image_io
+from acfd.inference import image_io
 from acfd.training.model import build_model
 from acfd.training.tensorrt_build import ShapeProfile, build_engine, optimization_profiles, trtexec_command
 

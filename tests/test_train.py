@@ -11,7 +11,7 @@ import torch
 
 from acfd.cli import main
 from acfd.training.checkpoint import read_checkpoint
-from acfd.training.data.synth import write_dataset
+from acfd.scenes.synth import write_dataset
 from acfd.training.trainer import TrainOptions, train
 
 SIZE = "128"
@@ -236,7 +236,7 @@ def test_psi2_normaliser_by_hand(psi2_norm, psi2_divisor):
     import dataclasses
     import math
 
-    from acfd.training.box_coder import BoxCoder
+    from acfd.inference.box_coder import BoxCoder
     from acfd.training.config import TrainConfig
     from acfd.training.loss import DetectionLoss
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from acfd.inference.config import InferenceConfig
+
 PRESET_DIR = Path(__file__).with_name("presets")
 SECTIONS = ("model", "train", "inference")
 
@@ -74,27 +76,6 @@ def train_sizes(cfg: TrainConfig) -> tuple[int, ...]:
     if not cfg.multiscale:
         return (cfg.input_size,)
     return tuple(sorted({max(32, int(round(cfg.input_size * f / 32)) * 32) for f in cfg.multiscale}))
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """Test-time settings of paper section 4.1, shared by evaluation, export manifests and serving.
-
-    Scales are ``(height, width)``: the paper's "480x645" is read as 480 rows by 645 columns, the
-    landscape shape of cartoon frames. Images are resized to each scale without keeping the aspect
-    ratio, and boxes are mapped back per axis.
-    """
-
-    single_scale: tuple[int, int] = (640, 640)
-    test_scales: tuple[tuple[int, int], ...] = ((480, 645), (640, 860), (800, 1075))
-    score_threshold: float = 0.08
-    pre_nms_topk: int = 1000  # per scale
-    nms_iou: float = 0.55
-    max_detections: int = 100
-    # Score from which `acfd detect`, `acfd demo` and the clients show a detection (the server keeps
-    # everything above score_threshold, which AP needs). A trained model carries its own, chosen at
-    # its best F1 on a hold-out (scripts/package_weights.py --threshold-from).
-    display_threshold: float = 0.5
 
 
 @dataclass(frozen=True)

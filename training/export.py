@@ -4,13 +4,13 @@ Contract of the export directory (read by serving and the demo; keep it exactly)
 
 * ``DIR/model.onnx``: the fused ``Predictor`` behind ``PixelPredictor``. Input ``images`` uint8
   ``[batch, height, width, 3]`` (all three dynamic): RGB pixels resized to the scale, cast,
-  transposed and normalised as in ``acfd.training.data.image_io`` inside the graph. Outputs ``scores``
+  transposed and normalised as in ``acfd.inference.image_io`` inside the graph. Outputs ``scores``
   float32 ``[batch, A]`` (sigmoid face probability per anchor) and ``boxes`` float32 ``[batch, A, 4]``
   (x1, y1, x2, y2 in input pixels), ``A`` the anchor count at that height x width. Anchors are
   computed in-graph, so post-processing is only threshold, top-k and NMS.
 * ``DIR/export.json``: the manifest (see ``build_manifest``): preset, normalisation, scales, strides,
   anchor counts, post-processing defaults, source checkpoint hash, opset, and the TensorRT build
-  settings (or ``null``). Every value comes from the preset and ``acfd.training.anchors``.
+  settings (or ``null``). Every value comes from the preset and ``acfd.inference.anchors``.
 * ``DIR/model.int8.onnx``: the same graph with its convolutions quantized to int8 (static QDQ,
   calibrated on named or generated images), only when asked for (``acfd.training.quantize``).
 * ``DIR/model.plan``: the TensorRT engine, only when asked for (``acfd.training.tensorrt_build``).
@@ -50,9 +50,9 @@ from torch import nn
 import acfd
 from acfd.atomic_file import publish
 from acfd.inference.manifest import FORMAT_VERSION, MANIFEST_FILE, ExportManifest, ManifestError, OnnxGraph, PostprocessSettings
-from acfd.training.anchors import anchor_count
+from acfd.inference.anchors import anchor_count
 from acfd.training.config import Preset
-from acfd.training.data import image_io
+from acfd.inference import image_io
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -277,7 +277,7 @@ def verify_onnx(path: Path, predictor: nn.Module, preset: Preset, shape: tuple[i
     """Run the ONNX graph at ``shape`` (NHWC, not the traced one) against the fused PyTorch predictor.
 
     ``predictor`` is the traced module (uint8 pixels in). Checks the anchor count against
-    ``acfd.training.anchors``, then the outputs. The reference is the network in float64 on the
+    ``acfd.inference.anchors``, then the outputs. The reference is the network in float64 on the
     float64-normalised pixels; the graph may differ from it by ``_VERIFY_NOISE_FACTOR`` times what
     PyTorch's own float32 run differs by (or the fixed floor, whichever is larger). An untrained
     network can have huge activations and boxes of 10^5 pixels, where float32 noise alone is far

@@ -20,7 +20,7 @@ import sys
 import torch
 from torch import nn
 
-from acfd.training.anchors import anchor_count, level_sizes
+from acfd.inference.anchors import anchor_count, level_sizes
 from acfd.training.config import available_presets, load_preset
 from acfd.training.model import ACB, build_model
 

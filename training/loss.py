@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from acfd.training.box_coder import BoxCoder
+from acfd.inference.box_coder import BoxCoder
 from acfd.training.config import TrainConfig
 
 KERNEL_CHOICES = ("auto", "triton", "torch")

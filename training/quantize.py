@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acfd.training.data import image_io
+from acfd.inference import image_io
 from acfd.inference.manifest import ExportManifest
 from acfd.training.export import INPUT_NAME, INT8_FILE, ExportError, read_manifest
 
@@ -32,7 +32,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def generated_images(count: int, seed: int = 0, size: tuple[int, int] = (640, 384)) -> list[np.ndarray]:
     """``count`` generated cartoon scenes (uint8 RGB ``[H, W, 3]``), scene ``i`` seeded with ``(seed, i)``."""
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     width, height = size
     return [generate_scene(np.random.default_rng((seed, i)), width, height)[0] for i in range(count)]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acfd.training.config import InferenceConfig
+from acfd.inference.config import InferenceConfig
 from acfd.training.export import INPUT_NAME, ExportError
 
 PROFILE_MODES = ("one", "per-scale")

@@ -2,7 +2,7 @@
 
 ``prepare`` is the ``preprocess`` model's work (decode once, resize to every test scale with the
 resize rule of training and evaluation, uint8 pixels out), an engine of
-``acfd.inference.engines`` is the ``detector`` model's, and ``acfd.training.postprocess`` is the
+``acfd.inference.engines`` is the ``detector`` model's, and ``acfd.inference.postprocess`` is the
 ``postprocess`` model's. The three served python models call these functions, and
 ``InProcessPipeline`` chains them in one process: the yardstick ``acfd loadtest`` holds the server
 to (same engine, same images, same post-processing, no server in between).
@@ -19,7 +19,7 @@ import numpy as np
 
 from acfd.inference.engines import Engine, open_engine
 from acfd.inference.manifest import ExportManifest
-from acfd.training.data import image_io
+from acfd.inference import image_io
 
 
 def prepare(
@@ -48,7 +48,7 @@ def resize_scales(rgb: np.ndarray, scales: Sequence[Sequence[int]]) -> list[np.n
 
 def inference_config(manifest: ExportManifest):
     """The ``InferenceConfig`` the manifest's post-processing settings describe."""
-    from acfd.training.config import InferenceConfig
+    from acfd.inference.config import InferenceConfig
 
     settings = manifest.postprocess
     return dataclasses.replace(
@@ -67,9 +67,7 @@ class InProcessPipeline:
     process. ``engine`` ``None`` takes the serving default for the export (``choose_engine``)."""
 
     def __init__(self, export_dir: str | Path, engine: str | None = None, threads: int = 0, runner: Engine | None = None):
-        from acfd.training.export import read_manifest
-
-        self.manifest = read_manifest(export_dir)
+        self.manifest = ExportManifest.read(export_dir)
         self.cfg = inference_config(self.manifest)
         self.engine = runner or open_engine(export_dir, self.manifest, engine, threads)
 
@@ -82,7 +80,7 @@ class InProcessPipeline:
         return self._detect(resize_scales(rgb, self.cfg.test_scales), rgb.shape[:2])
 
     def _detect(self, pixels: list[np.ndarray], image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        from acfd.training.postprocess import postprocess
+        from acfd.inference.postprocess import postprocess
 
         outputs = []
         for scale_pixels, scale_hw in zip(pixels, self.cfg.test_scales):

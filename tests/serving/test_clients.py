@@ -30,7 +30,7 @@ SCORE_ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def scenes() -> list[np.ndarray]:
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     return [generate_scene(np.random.default_rng([11, i]), 288, 176)[0] for i in range(2)]
 

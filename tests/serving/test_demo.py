@@ -49,7 +49,7 @@ def _restore_omp_policy(monkeypatch):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     from acfd.serving.server import ServerError, find_tritonserver
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     try:
         find_tritonserver()
@@ -142,7 +142,7 @@ def test_corrupt_file_is_reported_and_the_others_go_through(demo_run):
 @pytest.mark.server
 def test_summary_detections_equal_the_in_process_model(demo_run, in_process):
     from acfd.clients.grpc_client import encode_image
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     records = demo_run["summary"]["images"]
     _assert_same(records[2], in_process(demo_run["mine"].read_bytes()))

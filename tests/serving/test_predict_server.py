@@ -18,7 +18,7 @@ pytestmark = pytest.mark.server
 def test_predict_detector_and_server_agree_on_video_frames_and_images(serving, tmp_path, capsys):
     from acfd import Detector
     from acfd.clients.grpc_client import DetectorClient
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     scenes = [generate_scene(np.random.default_rng((31, i)), 288, 176)[0] for i in range(3)]
     video = tmp_path / "clip.mp4"

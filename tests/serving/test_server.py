@@ -83,7 +83,7 @@ def assert_same_detections(got: tuple[np.ndarray, np.ndarray], want: tuple[np.nd
 # ---- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def scenes() -> list[np.ndarray]:
-    from acfd.training.data.synth import generate_scene
+    from acfd.scenes.synth import generate_scene
 
     return [generate_scene(np.random.default_rng([7, i]), 320, 192)[0] for i in range(3)]
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from acfd.training.data.image_io import MAX_PIXELS, ImageError, image_size, read_image
+from acfd.inference.image_io import MAX_PIXELS, ImageError, image_size, read_image
 
 SIZE_BINS = (0.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, math.inf)  # sqrt(w * h), pixels
 ASPECT_BINS = (0.0, 1 / 3, 1 / 2, 2 / 3, 3 / 2, 2.0, 3.0, math.inf)  # w / h

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from acfd.training.data.image_io import PIXEL_MEAN, resize_rgb
+from acfd.inference.image_io import PIXEL_MEAN, resize_rgb
 
 MEAN_RGB = tuple(int(round(v)) for v in PIXEL_MEAN)
 

@@ -31,7 +31,7 @@ import torch
 
 from acfd.training.data.annotations import ImageRecord
 from acfd.training.data.augment import AugmentConfig, augment, config_for_size, resize_plain
-from acfd.training.data.image_io import normalize, read_image
+from acfd.inference.image_io import normalize, read_image
 from acfd.training.data.mosaic import mosaic_with_ignore
 
 

@@ -72,7 +72,7 @@ def pick(count: int, n: int) -> list[int]:
 
 def tile(record, width: int = TILE_WIDTH) -> np.ndarray:
     """The record's image scaled to ``width`` with its boxes drawn (raises ``ImageError``)."""
-    from acfd.training.data.image_io import read_image, resize_rgb
+    from acfd.inference.image_io import read_image, resize_rgb
 
     image = read_image(record.path)
     scale = width / image.shape[1]
@@ -93,7 +93,7 @@ def draw_set(ds, out: Path, n: int = 16, columns: int = 4) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from acfd.training.data.image_io import ImageError
+    from acfd.inference.image_io import ImageError
 
     tiles = []
     for i in pick(len(ds.records), n):

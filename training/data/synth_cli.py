@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from acfd.training.data.synth import DEFAULT_SIZE, write_dataset
+from acfd.scenes.synth import DEFAULT_SIZE, write_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +89,7 @@ def _write_as(fmt: str, out: Path, images: int, seed: int, size: tuple[int, int]
 def write_contact_sheet(data_dir: Path, out_png: Path, count: int = 12, columns: int = 4, tile_width: int = 320) -> None:
     """Grid of the first ``count`` scenes of a data set with their face boxes drawn in green."""
     from acfd.training.data.annotations import load_detection_set
-    from acfd.training.data.image_io import read_image
+    from acfd.inference.image_io import read_image
 
     records = load_detection_set(data_dir).records[:count]
     tiles = []

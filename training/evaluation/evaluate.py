@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from acfd.training.config import InferenceConfig
-from acfd.training.data.image_io import ImageError, read_image
+from acfd.inference.config import InferenceConfig
+from acfd.inference.image_io import ImageError, read_image
 from acfd.training.evaluation.ap import average_precision
 from acfd.training.evaluation.inference import detect_batch, scales_for
 from acfd.training.evaluation.operating_point import at_threshold, best_f1

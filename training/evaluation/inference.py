@@ -1,9 +1,9 @@
 """Single- and multi-scale inference of paper section 4.1 for evaluation: image in, detections out.
 
 For each test scale ``(H, W)`` the uint8 RGB image is resized to ``W x H`` (``image_io.resize_rgb``, the
-resize rule of training and serving; aspect ratio not kept), normalised with :func:`acfd.training.data.image_io.normalize` and run through the
+resize rule of training and serving; aspect ratio not kept), normalised with :func:`acfd.inference.image_io.normalize` and run through the
 ``Predictor`` (``images [B, 3, H, W] -> (scores [B, A], boxes [B, A, 4])``); the scales' outputs
-then go through :func:`acfd.training.postprocess.postprocess` (threshold, top-k per scale, map back
+then go through :func:`acfd.inference.postprocess.postprocess` (threshold, top-k per scale, map back
 per axis, merge, clip, NMS, top-100), the same code the serving postprocess model runs.
 
 The predictor must be in eval mode; inputs go to the device of its first parameter. An
@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from acfd.training.config import InferenceConfig
-from acfd.training.data.image_io import normalize, resize_rgb
-from acfd.training.postprocess import postprocess
+from acfd.inference.config import InferenceConfig
+from acfd.inference.image_io import normalize, resize_rgb
+from acfd.inference.postprocess import postprocess
 
 Detections = tuple[np.ndarray, np.ndarray]  # boxes [N, 4] float32, scores [N] float32
 

@@ -11,7 +11,7 @@
   spread of several units and the prior bias would not give ``sigmoid(logit) ~ p`` at the start.
 
 ``ACFD.forward(images [B, 3, H, W]) -> (cls_logits [B, A], box_deltas [B, A, 4])`` with
-``A = acfd.training.anchors.anchor_count(H, W, strides)`` in the anchors' order. ``forward_levels``
+``A = acfd.inference.anchors.anchor_count(H, W, strides)`` in the anchors' order. ``forward_levels``
 gives the per-level maps (used by ``Predictor`` to read level sizes); ``fuse()`` switches the whole
 network to its deploy form (see ``acfd.training.model.acb``).
 """
@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from acfd.training.anchors import anchors_for_sizes, make_anchors
+from acfd.inference.anchors import anchors_for_sizes, make_anchors
 from acfd.training.config import ModelConfig, Preset, load_preset
 from acfd.training.model.abifpn import ABiFPN
 from acfd.training.model.acb import ACB, ConvBN

@@ -2,8 +2,8 @@
 
 Contract: ``DetectionHead(in_channels, channels, depth, levels)(features) -> (cls, reg)`` with one
 entry per level: ``cls[i]`` is ``[B, 1, h_i, w_i]`` (logits), ``reg[i]`` is ``[B, 4, h_i, w_i]``
-(box deltas ``dx, dy, dw, dh`` for ``acfd.training.box_coder.BoxCoder``). ``flatten_levels`` turns
-them into ``[B, A]`` and ``[B, A, 4]`` in the order of ``acfd.training.anchors`` (level, then y,
+(box deltas ``dx, dy, dw, dh`` for ``acfd.inference.box_coder.BoxCoder``). ``flatten_levels`` turns
+them into ``[B, A]`` and ``[B, A, 4]`` in the order of ``acfd.inference.anchors`` (level, then y,
 then x).
 
 Each branch is ``depth`` x ACB-BN-ReLU at ``channels`` and a plain 3x3 conv with bias to 1 (cls) or

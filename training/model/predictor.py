@@ -2,7 +2,7 @@
 
 ``Predictor(model)(images [B, 3, H, W]) -> (scores [B, A], boxes [B, A, 4])``: scores are
 ``sigmoid(cls_logits)``, boxes are ``x1, y1, x2, y2`` in input pixels decoded with
-``acfd.training.box_coder.BoxCoder``. Anchors are built inside ``forward`` from the actual per-level
+``acfd.inference.box_coder.BoxCoder``. Anchors are built inside ``forward`` from the actual per-level
 map shapes with torch ops only, so a traced / exported graph with dynamic batch, height and width
 stays correct at every input size. No thresholding or NMS here (that is postprocessing).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from acfd.training.box_coder import BoxCoder
+from acfd.inference.box_coder import BoxCoder
 from acfd.training.model.detector import ACFD
 from acfd.training.model.head import flatten_levels
 
@@ -34,14 +34,14 @@ class Predictor(nn.Module):
 class PixelPredictor(nn.Module):
     """The deploy graph's entry: uint8 RGB pixels ``[B, H, W, 3]`` -> ``Predictor`` outputs.
 
-    Casting, the channel transpose and ``(rgb - mean) / std`` (``acfd.training.data.image_io``) run
+    Casting, the channel transpose and ``(rgb - mean) / std`` (``acfd.inference.image_io``) run
     in the graph, so whoever feeds the exported model sends plain resized pixels: a quarter of the
     bytes of float32 input, and the engine fuses the arithmetic into its first convolution.
     """
 
     def __init__(self, predictor: Predictor):
         super().__init__()
-        from acfd.training.data.image_io import PIXEL_MEAN, PIXEL_STD
+        from acfd.inference.image_io import PIXEL_MEAN, PIXEL_STD
 
         self.predictor = predictor
         self.register_buffer("mean", torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

@@ -4,7 +4,7 @@ Per request: ``SCORES_k`` float32 ``[1, A_k]`` and ``BOXES_k`` float32 ``[1, A_k
 detector's outputs at test scale ``k``, boxes in that scale's input pixels) and ``ORIGINAL_SIZE``
 int32 ``[1, 2]`` (height, width) -> ``BOXES`` float32 ``[1, N, 4]`` (x1, y1, x2, y2 in original
 pixels) and ``SCORES`` float32 ``[1, N]``, ``N <= max_detections``, highest score first. The
-algorithm is ``acfd.training.postprocess.postprocess`` (the one evaluation runs) with the
+algorithm is ``acfd.inference.postprocess.postprocess`` (the one evaluation runs) with the
 thresholds of the export manifest; NMS is ``acfd.kernels.nms``, stopping at ``max_detections``.
 
 On a GPU (``device`` "auto" and CuPy usable) the work runs in CuPy: inputs that are already on the
@@ -23,7 +23,7 @@ import triton_python_backend_utils as pb_utils
 from acfd.inference.manifest import read_manifest
 from acfd.inference.pipeline import inference_config
 from acfd.kernels.nms import array_module, cupy_usable
-from acfd.training.postprocess import postprocess
+from acfd.inference.postprocess import postprocess
 
 
 class TritonPythonModel:

@@ -21,7 +21,7 @@ import triton_python_backend_utils as pb_utils
 
 from acfd.inference.manifest import read_manifest
 from acfd.inference.pipeline import prepare
-from acfd.training.data import image_io
+from acfd.inference import image_io
 
 
 class TritonPythonModel:

@@ -26,7 +26,7 @@ from types import ModuleType
 import numpy as np
 
 from acfd.kernels.nms import module_of, nms
-from acfd.training.config import InferenceConfig
+from acfd.inference.config import InferenceConfig
 
 
 def descending_order(scores, xp: ModuleType):

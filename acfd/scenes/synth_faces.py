@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from acfd.training.data.synth_draw import Color, Layer, Sprite, ellipse_points, finish_sprite, hsv, mix, \
+from acfd.scenes.synth_draw import Color, Layer, Sprite, ellipse_points, finish_sprite, hsv, mix, \
     random_color, shade
 
 HUMAN_SKIN: tuple[Color, ...] = ((255, 224, 196), (247, 206, 170), (233, 185, 140), (198, 140, 96),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from acfd.training.data.synth_draw import AA, Color, mix, pts, random_color, shade
+from acfd.scenes.synth_draw import AA, Color, mix, pts, random_color, shade
 
 
 def draw_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:

@@ -33,9 +33,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from acfd.training.data.synth_background import draw_background, draw_text_strokes
-from acfd.training.data.synth_draw import Layer, Scene, Sprite, finish_sprite, hsv, mix, random_color, shade
-from acfd.training.data.synth_faces import HUMAN_SKIN, draw_head
+from acfd.scenes.synth_background import draw_background, draw_text_strokes
+from acfd.scenes.synth_draw import Layer, Scene, Sprite, finish_sprite, hsv, mix, random_color, shade
+from acfd.scenes.synth_faces import HUMAN_SKIN, draw_head
 
 DEFAULT_SIZE = (640, 384)  # (width, height): landscape, like cartoon frames (~900x500)
 MIN_VISIBLE = 0.35
