@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("acfd.training.data.check_cli", "check, convert or show a data set: `acfd data check|convert|show PATH`"),
     "train": ("acfd.training.train_cli", "train a detector (CPU, one GPU, or torchrun)"),
     "eval": ("acfd.training.evaluation.eval_cli", "mAP@0.5, single- or multi-scale, with a PR plot"),
-    "export": ("acfd.training.export_cli", "fuse and export to ONNX (and a TensorRT engine)"),
+    "export": ("acfd.export.cli", "fuse and export to ONNX (and a TensorRT engine)"),
     "repo": ("acfd.serving.repo_cli", "build a Triton model repository from an export"),
     "serve": ("acfd.serving.serve_cli", "start NVIDIA Triton Inference Server on a model repository"),
     "predict": ("acfd.predict_cli", "faces in images, folders and videos, in this process (no server)"),

@@ -128,7 +128,7 @@ def demo(args: argparse.Namespace, started: float) -> dict:
     if args.min_score is None:
         args.min_score = preset.inference.display_threshold
     server_info = serve_and_detect(out, items, args.min_score)
-    server_info["engine"] = time_in_process(out / "export", items, args.min_score)
+    server_info["engine"] = time_locally(out / "export", items, args.min_score)
     if not args.keep:
         shutil.rmtree(out / "export", ignore_errors=True)
         shutil.rmtree(out / "repo", ignore_errors=True)
@@ -171,14 +171,14 @@ def prepare_out(out: Path) -> None:
 
 def generated_scenes(count: int, seed: int) -> list[DemoImage]:
     """``count`` seeded scenes (scene ``i`` from ``default_rng([seed, i])``), encoded as PNG."""
-    from acfd.clients.grpc_client import encode_image
+    from acfd.inference.image_io import encode_png
     from acfd.scenes.synth import generate_scene
 
     items = []
     for i in range(count):
         width, height = SCENE_SIZES[i % len(SCENE_SIZES)]
         image, boxes = generate_scene(np.random.default_rng([seed, i]), width, height)
-        items.append(DemoImage(f"scene-{i:02d}.png", f"generated (seed {seed}, scene {i})", encode_image(image), boxes))
+        items.append(DemoImage(f"scene-{i:02d}.png", f"generated (seed {seed}, scene {i})", encode_png(image), boxes))
     return items
 
 
@@ -208,9 +208,9 @@ def user_images(inputs: list[str], taken: set[str]) -> list[DemoImage]:
 def export_and_build(weights: Path, out: Path):
     """Steps 1-2: export to ``out/export`` and build ``out/repo``; returns the checkpoint's preset."""
     from acfd.serving.repo import RepoError, build_repository
-    from acfd.training.export import ExportError, export_model
+    from acfd.export.graph import ExportError, export_model
     from acfd.training.config import Preset
-    from acfd.training.quantize import quantize_export
+    from acfd.export.quantize import quantize_export
 
     step = time.monotonic()
     _say(f"[1/5] exporting {weights} to ONNX in {out / 'export'} (and int8, calibrated on generated scenes)")
@@ -296,24 +296,19 @@ def detect_on_server(server, items: list[DemoImage], images_dir: Path, min_score
             raise DemoError(str(err)) from None
 
 
-def time_in_process(export_dir: Path, items: list[DemoImage], min_score: float) -> str:
+def time_locally(export_dir: Path, items: list[DemoImage], min_score: float) -> str:
     """Step 5: the answered images through the served pipeline in this process (the export, the
     server's engine, decode and post-processing: ``InProcessPipeline``); returns the engine's name."""
-    from tqdm import tqdm
-
-    from acfd.inference.pipeline import InProcessPipeline
+    from acfd.inference.pipeline import InProcessPipeline, time_in_process
 
     pipeline = InProcessPipeline(export_dir)  # the default engine, as the repository was built with
     todo = [item for item in items if item.server_s is not None and item.error is None]
     _say(f"[5/5] timing the same {len(todo)} images in process ({pipeline.engine.describe()})")
     if not todo:
         return pipeline.engine.describe()
-    pipeline(todo[0].data)  # warm-up, as on the server
-    for item in tqdm(todo, desc="in process", unit="img", disable=None, file=sys.stderr):
-        begin = time.perf_counter()
-        _, scores = pipeline(item.data)
-        item.in_process_s = time.perf_counter() - begin
-        item.in_process_faces = int((scores >= min_score).sum())
+    for index, run_s, (_, scores) in time_in_process(pipeline, [item.data for item in todo], progress="in process"):
+        todo[index].in_process_s = run_s
+        todo[index].in_process_faces = int((scores >= min_score).sum())
     return pipeline.engine.describe()
 
 

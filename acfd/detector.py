@@ -73,8 +73,8 @@ def cache_dir() -> Path:
 
 def cached_export(weights: str | Path) -> Path:
     """The export folder of checkpoint ``weights`` (made on first use, with the int8 model)."""
-    from acfd.training.export import export_model, file_sha256
-    from acfd.training.quantize import quantize_export
+    from acfd.export.graph import export_model, file_sha256
+    from acfd.export.quantize import quantize_export
 
     weights = Path(weights)
     if not weights.is_file():
@@ -150,7 +150,7 @@ class Detector:
         import torch
 
         from acfd.training.checkpoint import load_model
-        from acfd.training.export import fuse_copy
+        from acfd.export.graph import fuse_copy
         from acfd.training.model import Predictor
 
         if source.is_dir():

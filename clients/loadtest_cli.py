@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -239,26 +238,15 @@ def measure_in_process(
     """The served pipeline in this process (decode, resize, engine at every test scale,
     post-processing), one image at a time, for ``seconds`` (at least one pass over the images,
     after one untimed warm-up image)."""
-    from tqdm import tqdm
 
     from acfd.inference.engines import DEFAULT_ENGINE
-    from acfd.inference.pipeline import InProcessPipeline
+    from acfd.inference.pipeline import InProcessPipeline, time_in_process
 
     pipeline = InProcessPipeline(export, engine=engine or DEFAULT_ENGINE, threads=threads)
-    pipeline(images[0])  # warm-up: allocator, thread pool
-    count, started = 0, time.perf_counter()
-    with tqdm(desc="in process", unit="img", file=sys.stderr, leave=False) as progress:
-        while True:
-            for data in images:
-                pipeline(data)
-                count += 1
-                progress.update(1)
-            if time.perf_counter() - started >= seconds:
-                break
-    elapsed = time.perf_counter() - started
+    runs = time_in_process(pipeline, images, seconds, progress="in process")
     return InProcessResult(
-        images=count,
-        seconds=elapsed,
+        images=len(runs),
+        seconds=sum(run_s for _, run_s, _ in runs),
         export=str(export),
         preset=pipeline.manifest.preset,
         engine=pipeline.engine.describe(),

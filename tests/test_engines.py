@@ -34,8 +34,8 @@ REFERENCE_MIN_SCORE = 0.3
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    from acfd.training.export import export_model
-    from acfd.training.quantize import generated_images, quantize_export
+    from acfd.export.graph import export_model
+    from acfd.export.quantize import generated_images, quantize_export
     from acfd.weights import DEFAULT_WEIGHTS
 
     out = tmp_path_factory.mktemp("engines") / "export"

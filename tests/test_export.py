@@ -31,7 +31,7 @@ from acfd.cli import main as acfd_main
 from acfd.training.checkpoint import save_checkpoint
 from acfd.training.config import load_preset
 from acfd.inference import image_io
-from acfd.training.export import ExportError, onnx_session, trace_onnx, verify_onnx
+from acfd.export.graph import ExportError, onnx_session, trace_onnx, verify_onnx
 from acfd.training.model import Predictor, build_model
 
 STRIDES = (4, 8, 16, 32, 64, 128)

@@ -101,7 +101,7 @@ def test_torch_backend_equals_evaluation_inference(cache, scenes):
     from acfd import Detector
     from acfd.training.checkpoint import load_model
     from acfd.training.evaluation.inference import detect
-    from acfd.training.export import fuse_copy
+    from acfd.export.graph import fuse_copy
     from acfd.training.model import Predictor
     from acfd.weights import DEFAULT_WEIGHTS
 

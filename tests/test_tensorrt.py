@@ -22,7 +22,7 @@ from acfd.training.checkpoint import save_checkpoint
 from acfd.training.config import InferenceConfig, load_preset
 from acfd.inference import image_io
 from acfd.training.model import build_model
-from acfd.training.tensorrt_build import ShapeProfile, build_engine, optimization_profiles, trtexec_command
+from acfd.export.tensorrt_build import ShapeProfile, build_engine, optimization_profiles, trtexec_command
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 HAVE_GPU = torch.cuda.is_available()
@@ -50,7 +50,7 @@ def test_per_scale_profiles():
 
 
 def test_profile_mode_and_batch_are_checked():
-    from acfd.training.tensorrt_build import TensorRTError
+    from acfd.export.tensorrt_build import TensorRTError
 
     with pytest.raises(TensorRTError, match="per-level"):
         optimization_profiles(InferenceConfig(), max_batch=8, mode="per-level")
@@ -182,7 +182,7 @@ class _FakeTensorRT(types.ModuleType):
 
 def test_build_engine_drives_the_tensorrt_api(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     """The builder with a stand-in ``tensorrt``: profiles, FP16, plan, manifest, timing cache reuse."""
-    from acfd.training.export import export_model
+    from acfd.export.graph import export_model
 
     fake = _FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
@@ -240,7 +240,7 @@ def _run_engine(plan: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
 @pytest.mark.skipif(not (HAVE_TENSORRT and HAVE_GPU), reason="needs TensorRT and a CUDA GPU (TensorRT engine build)")
 @pytest.mark.parametrize("mode", ["one", "per-scale"])
 def test_fp16_engine_matches_onnxruntime(tiny_checkpoint, tmp_path, mode, capsys):
-    from acfd.training.export import onnx_session
+    from acfd.export.graph import onnx_session
 
     out, cache = tmp_path / "e", tmp_path / "timing.cache"
     args = ["export", "--weights", str(tiny_checkpoint), "--out", str(out), "--quiet", "--tensorrt", "--fp16"]

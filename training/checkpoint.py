@@ -24,12 +24,10 @@ and ``best_ap``; ``read_training_state`` checks those are there before a resume.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
 import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from acfd.atomic_file import publish
+from acfd.atomic_file import replaced_on_success
 from acfd.training.config import Preset
 
 FORMAT = "acfd-checkpoint"
@@ -57,21 +55,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         raise ValueError(f"checkpoint state lacks {sorted(missing)}")
     payload = {"format": FORMAT, "version": VERSION, **state}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_on_success(path, durable=True) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from acfd.inference.box_coder import BoxCoder
+from acfd.kernels.dispatch import IMPLS
 from acfd.training.config import TrainConfig
 
-KERNEL_CHOICES = ("auto", "triton", "torch")
 PSI2_NORMS = ("n2", "max_n1_n2")
 PSI1, PSI2 = 1, 2
 IGNORED_LOGIT = -1.0e4  # sigmoid is 0.0 in fp32: a negative with zero focal loss and zero gradient
@@ -108,8 +108,8 @@ class DetectionLoss:
 
     def __init__(self, cfg: TrainConfig, kernels: str = "auto", box_coder: BoxCoder | None = None, beta: float = 1.0,
                  ignore_iof: float = 0.5):
-        if kernels not in KERNEL_CHOICES:
-            raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, not {kernels!r}")
+        if kernels not in IMPLS:
+            raise ValueError(f"kernels must be one of {IMPLS}, not {kernels!r}")
         if cfg.psi2_norm not in PSI2_NORMS:
             raise ValueError(f"train.psi2_norm must be one of {PSI2_NORMS}, not {cfg.psi2_norm!r}")
         self.cfg = cfg

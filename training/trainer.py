@@ -60,7 +60,8 @@ from acfd.training.checkpoint import (
 from acfd.training.config import Preset, inference_for_size, load_preset, train_sizes
 from acfd.training.curves import MetricsWriter, plot_curves
 from acfd.training.ema import ModelEMA
-from acfd.training.loss import KERNEL_CHOICES, DetectionLoss
+from acfd.kernels.dispatch import IMPLS
+from acfd.training.loss import DetectionLoss
 from acfd.training.lr_schedule import StepScheduler, build_schedule, scale_milestones
 from acfd.training.precision import CHOICES as PRECISIONS
 from acfd.training.precision import PrecisionError, resolve_precision
@@ -115,7 +116,7 @@ class TrainOptions:
                                                    preset="train.lr_milestones", nargs="+", metavar="EPOCH")
     seed: int = option(0, "seed for initialisation, data order and augmentation")
     kernels: str = option("auto", "DAM matching / MBC loss implementation: OpenAI Triton kernels or the PyTorch "
-                                  "references", choices=KERNEL_CHOICES)
+                                  "references", choices=IMPLS)
     max_iters: int | None = option(None, "stop after this many iterations in all (short trials; None: no limit)")
     max_minutes: float | None = option(None, "wall-clock budget: time the first steps, compress the epochs and LR "
                                              "schedule to fit M minutes, stop validated and checkpointed at the "

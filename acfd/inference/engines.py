@@ -1,6 +1,6 @@
 """CPU engines that run an exported detector: uint8 pixels in, per-anchor scores and boxes out.
 
-One call contract for every engine (the export contract of ``acfd.training.export``):
+One call contract for every engine (the export contract of ``acfd.export.graph``):
 ``engine(pixels)`` with ``pixels`` uint8 RGB ``[B, H, W, 3]`` (the image resized to a test scale)
 returns ``(scores [B, A], boxes [B, A, 4])`` float32, boxes in input pixels. The engines:
 

@@ -46,6 +46,14 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, name: s
     return to_rgb8(image, name)
 
 
+def encode_png(image_rgb: np.ndarray) -> bytes:
+    """uint8 RGB ``[H, W, 3]`` as lossless PNG bytes (what a file of the image would hold)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError(f"cannot encode a {list(image_rgb.shape)} image as PNG")
+    return buf.tobytes()
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into uint8 RGB ``[H, W, 3]``; ``ImageError`` names the file on failure."""
     path = Path(path)

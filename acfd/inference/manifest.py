@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class OnnxGraph:
-    """The exported graph: its file, opset and tensor names (see ``acfd.training.export``)."""
+    """The exported graph: its file, opset and tensor names (see ``acfd.export.graph``)."""
 
     file: str
     opset: int
@@ -64,8 +62,8 @@ class ExportManifest:
     anchors_per_scale: dict[str, int]
     postprocess: PostprocessSettings
     checkpoint: dict[str, Any] = field(default_factory=lambda: {"path": None, "sha256": None})
-    int8: dict[str, Any] | None = None  # file, quantized_ops, float_nodes, calibration (acfd.training.quantize)
-    tensorrt: dict[str, Any] | None = None  # file, fp16, max_batch, profiles (acfd.training.tensorrt_build)
+    int8: dict[str, Any] | None = None  # file, quantized_ops, float_nodes, calibration (acfd.export.quantize)
+    tensorrt: dict[str, Any] | None = None  # file, fp16, max_batch, profiles (acfd.export.tensorrt_build)
     acfd_version: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -86,16 +84,11 @@ class ExportManifest:
 
     def write(self, folder: str | Path) -> Path:
         """Write ``folder/export.json`` atomically; returns its path."""
-        from acfd.atomic_file import publish
+        from acfd.atomic_file import replaced_on_success
 
         path = Path(folder) / MANIFEST_FILE
-        fd, name = tempfile.mkstemp(prefix=f".{MANIFEST_FILE}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(self.to_dict(), indent=2) + "\n")
-            publish(name, path)
-        finally:
-            Path(name).unlink(missing_ok=True)
+        with replaced_on_success(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     def to_dict(self) -> dict[str, Any]:

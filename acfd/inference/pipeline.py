@@ -87,3 +87,28 @@ class InProcessPipeline:
             scores, boxes = self.engine(scale_pixels)
             outputs.append((scores[0], boxes[0], scale_hw))
         return postprocess(outputs, image_hw, self.cfg, xp=np)
+
+
+def time_in_process(pipeline: InProcessPipeline, images: Sequence[bytes], seconds: float = 0.0, progress: str | None = None):
+    """``images`` through ``pipeline`` one at a time, after one untimed warm-up image, until every
+    image ran once and ``seconds`` have passed: ``(index, seconds, (boxes, scores))`` per run. The
+    one in-process timer of ``acfd demo`` and ``acfd loadtest``; ``progress`` names a tqdm bar."""
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    runs = []
+    if not images:
+        return runs
+    pipeline(images[0])  # warm-up: allocator, thread pool, first-run planning
+    started = time.perf_counter()
+    with tqdm(desc=progress, unit="img", file=sys.stderr, leave=False, disable=progress is None) as bar:
+        while True:
+            for index, data in enumerate(images):
+                begin = time.perf_counter()
+                result = pipeline(data)
+                runs.append((index, time.perf_counter() - begin, result))
+                bar.update(1)
+            if time.perf_counter() - started >= seconds:
+                return runs

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from acfd.inference.image_io import encode_png
 from acfd.scenes.synth_background import draw_background, draw_text_strokes
 from acfd.scenes.synth_draw import Layer, Scene, Sprite, finish_sprite, hsv, mix, random_color, shade
 from acfd.scenes.synth_faces import HUMAN_SKIN, draw_head
@@ -70,11 +71,7 @@ def generate_scene(rng: np.random.Generator, width: int, height: int) -> tuple[n
 
 def scene_png(rng: np.random.Generator, width: int, height: int) -> bytes:
     """One generated scene encoded as PNG bytes (what clients send a server)."""
-    image, _ = generate_scene(rng, width, height)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("cv2 could not encode a generated scene as PNG")
-    return buf.tobytes()
+    return encode_png(generate_scene(rng, width, height)[0])
 
 
 def write_dataset(out_dir: str | Path, images: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE,
@@ -91,10 +88,7 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: tuple[int, 
     for i in tqdm(range(images), desc="synth", unit="img", disable=not progress):
         image, boxes = generate_scene(np.random.default_rng([seed, i]), width, height)
         name = f"synth_{i:05d}.png"
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError(f"cannot encode {name} as PNG")
-        (out / "images" / name).write_bytes(buf.tobytes())
+        (out / "images" / name).write_bytes(encode_png(image))
         coco_images.append({"id": i + 1, "file_name": name, "width": width, "height": height})
         for x1, y1, x2, y2 in boxes.astype(int).tolist():
             coco_anns.append({"id": len(coco_anns) + 1, "image_id": i + 1, "category_id": 1,

@@ -38,15 +38,14 @@ The reference (``reference.py``) materialises two ``[B, A, G]`` IoU matrices; th
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
 from acfd.kernels.dam_match.reference import dam_match_reference
+from acfd.kernels.dispatch import use_triton
 
-IMPLS = ("auto", "triton", "torch")
 
 
 class DamMatch(NamedTuple):
@@ -72,27 +71,13 @@ def dam_match(
         raise ValueError(f"dam_match: t1 must be a finite number > 0, got {t1!r}")
     if not (math.isfinite(t2) and t2 >= 0):
         raise ValueError(f"dam_match: t2 must be a finite number >= 0, got {t2!r}")
-    if _use_triton(impl, anchors):
+    if use_triton(impl, anchors, "dam_match"):
         from acfd.kernels.dam_match.triton_kernel import dam_match_triton
 
         result = dam_match_triton(anchors, pred_boxes, gt_boxes, gt_count, t1, t2, best_anchor_fallback)
     else:
         result = dam_match_reference(anchors, pred_boxes, gt_boxes, gt_count, t1, t2, best_anchor_fallback)
     return DamMatch(*result)
-
-
-def _use_triton(impl: str, tensor: torch.Tensor) -> bool:
-    if impl not in IMPLS:
-        raise ValueError(f"dam_match: impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "torch":
-        return False
-    if impl == "auto":
-        return tensor.is_cuda
-    if not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            "dam_match: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton is imported)"
-        )
-    return True
 
 
 def _check_inputs(anchors, pred_boxes, gt_boxes, gt_count):

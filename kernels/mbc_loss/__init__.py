@@ -22,13 +22,12 @@ elsewhere; ``"triton"`` forces the kernels (CPU tensors only under ``TRITON_INTE
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
+from acfd.kernels.dispatch import use_triton
 from acfd.kernels.mbc_loss.reference import mbc_focal_loss_reference
 
-IMPLS = ("auto", "triton", "torch")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -43,17 +42,8 @@ def mbc_focal_loss(
 ) -> torch.Tensor:
     """MBC focal loss of eq. (2) with the margin of eq. (3); see the module docstring."""
     _check_inputs(logits, labels, margin, alpha, gamma, lambda_cls)
-    if impl not in IMPLS:
-        raise ValueError(f"mbc_focal_loss: impl must be one of {IMPLS}, got {impl!r}")
-    use_triton = impl == "triton" or (impl == "auto" and logits.is_cuda and logits.dtype in KERNEL_DTYPES)
-    if not use_triton:
+    if not use_triton(impl, logits, "mbc_focal_loss", KERNEL_DTYPES):
         return mbc_focal_loss_reference(logits, labels, margin, alpha, gamma, lambda_cls)
-    if logits.dtype not in KERNEL_DTYPES:
-        raise ValueError(f"mbc_focal_loss: impl='triton' takes fp32, fp16 or bf16 logits, got {logits.dtype}")
-    if not logits.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            "mbc_focal_loss: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton is imported)"
-        )
     from acfd.kernels.mbc_loss.triton_kernel import mbc_focal_loss_triton
 
     return mbc_focal_loss_triton(logits, labels, margin, alpha, gamma, lambda_cls)

@@ -66,8 +66,8 @@ def make_checkpoint(path: Path, preset_file: Path):
 def serving(tmp_path_factory) -> Iterator[Serving]:
     from acfd.serving.repo import build_repository
     from acfd.serving.server import ServerConfig, ServerError, TritonServer, find_tritonserver, free_port
-    from acfd.training.export import export_model
-    from acfd.training.quantize import generated_images, quantize_export
+    from acfd.export.graph import export_model
+    from acfd.export.quantize import generated_images, quantize_export
 
     try:
         find_tritonserver()

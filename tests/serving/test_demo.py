@@ -80,8 +80,8 @@ def in_process(demo_run, tmp_path_factory):
     """Detections of the demo's checkpoint on encoded bytes, computed here: exported again (the export
     and its int8 calibration are deterministic) and run by the default engine in this process."""
     from acfd.inference.pipeline import InProcessPipeline
-    from acfd.training.export import export_model
-    from acfd.training.quantize import quantize_export
+    from acfd.export.graph import export_model
+    from acfd.export.quantize import quantize_export
 
     export = tmp_path_factory.mktemp("demo_export")
     export_model(demo_run["checkpoint"], export, progress=False)

@@ -352,7 +352,7 @@ def test_failure_reason_prefers_the_member_over_the_ensemble():
 def _fake_export(root: Path, tensorrt: dict | None, int8: bool = False, version: int | None = 2) -> Path:
     """An export folder with a real manifest (tiny preset, the serving test scales) and stand-in model files."""
     from acfd.training.config import load_preset
-    from acfd.training.export import build_manifest
+    from acfd.export.graph import build_manifest
 
     export = root / "export"
     export.mkdir()

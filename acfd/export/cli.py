@@ -6,7 +6,7 @@
 
 Writes ``EXPORT/model.onnx``, ``EXPORT/model.int8.onnx`` (the int8 model the default CPU engine
 serves, calibrated on generated scenes or ``--calibration`` images; not with ``--no-int8``) and
-``EXPORT/export.json`` (and ``EXPORT/model.plan`` with ``--tensorrt``); see ``acfd.training.export`` for the contract. A bad checkpoint or option prints
+``EXPORT/export.json`` (and ``EXPORT/model.plan`` with ``--tensorrt``); see ``acfd.export.graph`` for the contract. A bad checkpoint or option prints
 one line naming the file or value and exits with status 1.
 """
 
@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from acfd.training.export import DEFAULT_OPSET, MANIFEST_FILE, MAX_OPSET, MIN_OPSET, ONNX_FILE, ExportError
-from acfd.training.tensorrt_build import default_timing_cache
+from acfd.export.graph import DEFAULT_OPSET, MANIFEST_FILE, MAX_OPSET, MIN_OPSET, ONNX_FILE, ExportError
+from acfd.export.tensorrt_build import default_timing_cache
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acfd.training.export import export_model
+    from acfd.export.graph import export_model
 
     try:
         manifest = export_model(
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             verify=not args.no_verify,
         )
         if args.int8:
-            from acfd.training import quantize
+            from acfd.export import quantize
 
             if args.calibration_images < 1:
                 raise ExportError(f"--calibration-images {args.calibration_images}: want at least 1")

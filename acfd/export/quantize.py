@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from acfd.inference import image_io
+from acfd.atomic_file import replaced_on_success
 from acfd.inference.manifest import ExportManifest
-from acfd.training.export import INPUT_NAME, INT8_FILE, ExportError, read_manifest
+from acfd.export.graph import INPUT_NAME, INT8_FILE, ExportError, read_manifest
 
 DEFAULT_CALIBRATION_IMAGES = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -106,26 +107,23 @@ def quantize_export(
 
     source_path = export_dir / manifest.onnx.file
     outputs = head_output_convs(source_path)
-    target = export_dir / INT8_FILE
-    tmp = export_dir / f".{INT8_FILE}.tmp"
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice on graph pre-processing goes to the root logger
     try:
-        quantize_static(
-            str(source_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=outputs,
-        )  # fmt: skip
-        model = onnx.load(str(tmp))
-        # The quantizer leaves the calibration run's inferred shapes in value_info; they are those of
-        # one input size and would mislead an engine that re-infers shapes for another.
-        del model.graph.value_info[:]
-        onnx.save(model, str(tmp))
-        tmp.replace(target)
+        with replaced_on_success(export_dir / INT8_FILE) as tmp:
+            quantize_static(
+                str(source_path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=outputs,
+            )  # fmt: skip
+            model = onnx.load(str(tmp))
+            # The quantizer leaves the calibration run's inferred shapes in value_info; they are those
+            # of one input size and would mislead an engine that re-infers shapes for another.
+            del model.graph.value_info[:]
+            onnx.save(model, str(tmp))
     finally:
         root.setLevel(level)
-        tmp.unlink(missing_ok=True)
     manifest = manifest.replace(int8={
         "file": INT8_FILE,
         "quantized_ops": ["Conv"],

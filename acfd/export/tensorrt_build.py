@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from acfd.inference.config import InferenceConfig
-from acfd.training.export import INPUT_NAME, ExportError
+from acfd.export.graph import INPUT_NAME, ExportError
 
 PROFILE_MODES = ("one", "per-scale")
 INSTALL_HINT = "pip install 'acfd[tensorrt]' on a machine with an NVIDIA GPU"
@@ -219,18 +218,11 @@ def _attach_timing_cache(config, path: Path, log: Callable[[str], None]):
 
 
 def _write_atomically(path: Path, data: memoryview) -> None:
+    from acfd.atomic_file import replaced_on_success
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with replaced_on_success(path) as tmp:
+            tmp.write_bytes(data)
     except OSError as err:
         raise TensorRTError(f"{path}: cannot write there ({err.strerror or err})") from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; Triton may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

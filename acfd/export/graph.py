@@ -12,8 +12,8 @@ Contract of the export directory (read by serving and the demo; keep it exactly)
   anchor counts, post-processing defaults, source checkpoint hash, opset, and the TensorRT build
   settings (or ``null``). Every value comes from the preset and ``acfd.inference.anchors``.
 * ``DIR/model.int8.onnx``: the same graph with its convolutions quantized to int8 (static QDQ,
-  calibrated on named or generated images), only when asked for (``acfd.training.quantize``).
-* ``DIR/model.plan``: the TensorRT engine, only when asked for (``acfd.training.tensorrt_build``).
+  calibrated on named or generated images), only when asked for (``acfd.export.quantize``).
+* ``DIR/model.plan``: the TensorRT engine, only when asked for (``acfd.export.tensorrt_build``).
 
 ``FORMAT_VERSION`` is written into the manifest; readers refuse another version with one line.
 
@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,7 +46,7 @@ import torch
 from torch import nn
 
 import acfd
-from acfd.atomic_file import publish
+from acfd.atomic_file import replaced_on_success
 from acfd.inference.manifest import FORMAT_VERSION, MANIFEST_FILE, ExportManifest, ManifestError, OnnxGraph, PostprocessSettings
 from acfd.inference.anchors import anchor_count
 from acfd.training.config import Preset
@@ -107,7 +105,7 @@ def export_model(
 
     ``expect_preset`` makes a checkpoint of another preset an error. ``tensorrt`` also builds
     ``model.plan`` (``fp16``, ``max_batch``, ``trt_profiles``, ``timing_cache``, ``workspace_mib``
-    are its settings; see ``acfd.training.tensorrt_build``).
+    are its settings; see ``acfd.export.tensorrt_build``).
     """
     from acfd.training.checkpoint import CheckpointError, load_model
 
@@ -146,7 +144,7 @@ def export_model_from_module(
     _check_options(opset, tensorrt, fp16, max_batch)
     trt_build = None
     if tensorrt:  # fail before the slow part when TensorRT, its GPU or a setting is missing
-        from acfd.training import tensorrt_build as trt_build
+        from acfd.export import tensorrt_build as trt_build
 
         profiles = trt_build.optimization_profiles(preset.inference, max_batch, mode=trt_profiles)
         trt_build.check_available()
@@ -388,18 +386,11 @@ def _make_dir(path: Path) -> None:
 
 @contextmanager
 def _replaced_on_success(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target`` that replaces it if the block succeeds (removed if not)."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as err:
-        raise ExportError(f"{target.parent}: cannot write there ({err.strerror or err})") from err
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    """``acfd.atomic_file.replaced_on_success``, with ``ExportError`` for an unwritable folder."""
+    if not os.access(target.parent, os.W_OK):
+        raise ExportError(f"{target.parent}: cannot write there (permission denied)")
+    with replaced_on_success(target) as tmp:
         yield tmp
-        publish(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
