@@ -85,11 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", metavar="IMAGES", help="your own images or folders, sent after the scenes")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint to demonstrate")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help="output folder")
-    parser.add_argument("--scenes", type=int, default=DEFAULT_SCENES, metavar="N", help="generated cartoon scenes to send")
+    parser.add_argument(
+        "--scenes", type=int, default=DEFAULT_SCENES, metavar="N", help="generated cartoon scenes to send"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
     parser.add_argument(
-        "--min-score", type=float, default=None, metavar="S",
-        help="draw and count detections scoring >= S (default: the model's display threshold, chosen at its hold-out F1)"
+        "--min-score",
+        type=float,
+        default=None,
+        metavar="S",
+        help="draw and count detections scoring >= S (default: the model's display threshold, chosen at its hold-out F1)",
     )
     parser.add_argument("--keep", action="store_true", help="keep DIR/export and DIR/repo (to `acfd serve` them later)")
 
@@ -110,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print_summary(summary)  # then, last, where the output went
-    print(f"acfd demo: done in {summary['wall_s']:.0f} s; annotated images and summary.json in {Path(args.out).resolve()}")
+    print(
+        f"acfd demo: done in {summary['wall_s']:.0f} s; annotated images and summary.json in {Path(args.out).resolve()}"
+    )
     return 0
 
 
@@ -240,7 +247,9 @@ def serve_and_detect(out: Path, items: list[DemoImage], min_score: float) -> dic
         ports.add(free_port())
     grpc_port, http_port, metrics_port = sorted(ports)
     log = (out / "tritonserver.log").resolve()
-    config = ServerConfig(out / "repo", grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, log_file=log)
+    config = ServerConfig(
+        out / "repo", grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, log_file=log
+    )
     server = TritonServer(config)
     _say(f"[3/5] starting Triton Inference Server (gRPC {server.grpc_url}, log {log})")
     try:
@@ -292,7 +301,9 @@ def detect_on_server(server, items: list[DemoImage], images_dir: Path, min_score
                     item.error = str(err)
         except ClientError as err:  # the server is gone or not ready: nothing else can go through
             if server.process is not None and server.process.poll() is not None:
-                raise DemoError(f"the server stopped during the demo: {server.failure_reason(server.process.returncode)}") from None
+                raise DemoError(
+                    f"the server stopped during the demo: {server.failure_reason(server.process.returncode)}"
+                ) from None
             raise DemoError(str(err)) from None
 
 
@@ -322,22 +333,24 @@ def build_summary(args, weights: Path, preset, server_info: dict, items: list[De
             boxes = np.asarray([d.box for d in item.detections], np.float32).reshape(-1, 4)
             found = int(match_image(boxes, [d.score for d in item.detections], item.labels, 0.5)[1].sum())
             false = len(item.detections) - found
-        records.append({
-            "name": item.name or None,
-            "source": item.source,
-            "annotated": f"images/{item.name}" if item.annotated else None,
-            "width": item.width,
-            "height": item.height,
-            "faces": None if item.error else len(item.detections),
-            "detections": [d.to_dict() for d in item.detections] if not item.error else [],
-            "server_ms": _ms(item.server_s),
-            "in_process_ms": _ms(item.in_process_s),
-            "in_process_faces": item.in_process_faces,
-            "labelled_faces": None if item.labels is None else int(len(item.labels)),
-            "labelled_found": found,
-            "labelled_false": false,
-            "error": item.error,
-        })
+        records.append(
+            {
+                "name": item.name or None,
+                "source": item.source,
+                "annotated": f"images/{item.name}" if item.annotated else None,
+                "width": item.width,
+                "height": item.height,
+                "faces": None if item.error else len(item.detections),
+                "detections": [d.to_dict() for d in item.detections] if not item.error else [],
+                "server_ms": _ms(item.server_s),
+                "in_process_ms": _ms(item.in_process_s),
+                "in_process_faces": item.in_process_faces,
+                "labelled_faces": None if item.labels is None else int(len(item.labels)),
+                "labelled_found": found,
+                "labelled_false": false,
+                "error": item.error,
+            }
+        )
     timed = [item for item in items if item.server_s is not None and item.in_process_s is not None]
     server_mean = float(np.mean([i.server_s for i in timed])) if timed else None
     local_mean = float(np.mean([i.in_process_s for i in timed])) if timed else None
@@ -384,7 +397,9 @@ def print_summary(summary: dict) -> None:
         false = sum(r["labelled_false"] for r in scenes)
         print(f"generated scenes: {covered} of {drawn} drawn faces covered, {false} false boxes")
     lat = summary["latency"]
-    print(f"faces: detections scoring >= {summary['min_score']:g}; labelled: a scene's drawn faces that one covers (IoU >= 0.5) / all")
+    print(
+        f"faces: detections scoring >= {summary['min_score']:g}; labelled: a scene's drawn faces that one covers (IoU >= 0.5) / all"
+    )
     if lat["images"]:
         print(
             f"mean latency over {lat['images']} images: Triton server {lat['server_mean_ms']:.1f} ms, "
@@ -392,7 +407,9 @@ def print_summary(summary: dict) -> None:
             f"both {lat['engine']})"
         )
         if lat["load_average"] > 0.5 * lat["cpus"]:
-            print(f"note: the machine is busy (load average {lat['load_average']:g} on {lat['cpus']} CPUs): both timings are noisy")
+            print(
+                f"note: the machine is busy (load average {lat['load_average']:g} on {lat['cpus']} CPUs): both timings are noisy"
+            )
     server = summary["server"]
     print(f"server: gRPC {server['grpc_url']}, ready in {server['startup_s']:.1f} s, now stopped; log {server['log']}")
 

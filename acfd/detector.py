@@ -60,7 +60,12 @@ class Prediction:
 
     def to_dict(self) -> dict:
         width, height = self.image_size
-        return {"width": width, "height": height, "min_score": self.min_score, "detections": [d.to_dict() for d in self]}
+        return {
+            "width": width,
+            "height": height,
+            "min_score": self.min_score,
+            "detections": [d.to_dict() for d in self],
+        }
 
 
 def cache_dir() -> Path:
@@ -158,7 +163,9 @@ class Detector:
 
             path = read_manifest(source).checkpoint.get("path")
             if not path or not Path(path).is_file():
-                raise FileNotFoundError(f"{source}: backend 'torch' needs the checkpoint, which the export names as {path!r}")
+                raise FileNotFoundError(
+                    f"{source}: backend 'torch' needs the checkpoint, which the export names as {path!r}"
+                )
             source = Path(path)
         if threads:
             torch.set_num_threads(threads)
@@ -170,7 +177,9 @@ class Detector:
     def __call__(self, image: ImageInput, min_score: float | None = None, channels: str = "rgb") -> Prediction:
         return self.batch([image], min_score=min_score, channels=channels)[0]
 
-    def batch(self, images: Sequence[ImageInput], min_score: float | None = None, channels: str = "rgb") -> list[Prediction]:
+    def batch(
+        self, images: Sequence[ImageInput], min_score: float | None = None, channels: str = "rgb"
+    ) -> list[Prediction]:
         """One ``Prediction`` per image, in order."""
         cut = self.min_score if min_score is None else float(min_score)
         decoded = [self._decode(image, channels) for image in images]

@@ -52,16 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the embedded model)")
     model.add_argument("--export", type=Path, default=None, help="an `acfd export` folder instead of a checkpoint")
     parser.add_argument("--engine", default=None, help="CPU engine (default: the serving default, openvino-int8)")
-    parser.add_argument("--backend", choices=("engine", "torch"), default="engine", help="exported graph in a CPU engine, or PyTorch")
+    parser.add_argument(
+        "--backend", choices=("engine", "torch"), default="engine", help="exported graph in a CPU engine, or PyTorch"
+    )
     parser.add_argument("--device", default="cpu", help="torch device for --backend torch (cpu, cuda)")
     parser.add_argument("--out", type=Path, default=Path("predict"), help="output folder")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per image or frame on stdout")
     parser.add_argument("--save-crops", action="store_true", help="write every detected face as a PNG crop")
-    parser.add_argument("--min-score", type=float, default=None, metavar="S", help="default: the model's display threshold")
+    parser.add_argument(
+        "--min-score", type=float, default=None, metavar="S", help="default: the model's display threshold"
+    )
     parser.add_argument("--every", type=int, default=1, metavar="N", help="detect every N-th video frame")
     parser.add_argument("--start", type=int, default=0, metavar="F", help="first video frame (index)")
-    parser.add_argument("--end", type=int, default=None, metavar="F", help="video frame to stop before (default: the last)")
-    parser.add_argument("--no-annotate", action="store_true", help="write JSON lines only, no annotated images or videos")
+    parser.add_argument(
+        "--end", type=int, default=None, metavar="F", help="video frame to stop before (default: the last)"
+    )
+    parser.add_argument(
+        "--no-annotate", action="store_true", help="write JSON lines only, no annotated images or videos"
+    )
 
 
 def find_sources(arguments: list[str]) -> tuple[list[Source], list[str]]:
@@ -70,7 +78,9 @@ def find_sources(arguments: list[str]) -> tuple[list[Source], list[str]]:
     for text in arguments:
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+            )
             if not found:
                 errors.append(f"{path}: no images or videos in the folder")
             for item in found:
@@ -171,7 +181,9 @@ class Writer:
 
         if self.video is None:
             height, width = annotated.shape[:2]
-            self.video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.video_fps, (width, height))
+            self.video = cv2.VideoWriter(
+                str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.video_fps, (width, height)
+            )
             if not self.video.isOpened():
                 raise OSError(f"{self.video_path}: OpenCV cannot write an mp4 video here")
         self.video.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))

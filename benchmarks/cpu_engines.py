@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{row['vs_onnxruntime_fp32']:.2f}x" if row["vs_onnxruntime_fp32"] else "-"
         print(f"{row['engine']:<18} {row['described']:<26}{cells} {row['images_per_s']:>8.2f} {ratio:>12}")
     if args.json:
-        args.json.write_text(json.dumps({"export": str(args.export), "preset": manifest.preset, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"export": str(args.export), "preset": manifest.preset, "rows": rows}, indent=2) + "\n"
+        )
     return 0
 
 

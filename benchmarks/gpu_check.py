@@ -45,8 +45,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("dam_check", "loss_check", "kernel_bench", "dam_tile_sweep", "nms", "train_speed", "inference")
 # Peak HBM bandwidth in GB/s by device name (vendor figures), for "GB/s against the device's peak".
-PEAK_GBPS = (("H200", 4800.0), ("H100 PCIe", 2000.0), ("H100", 3350.0), ("A100-SXM4-80GB", 2039.0),
-             ("A100 80GB PCIe", 1935.0), ("A100", 1555.0), ("L40S", 864.0))
+PEAK_GBPS = (
+    ("H200", 4800.0),
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100 80GB PCIe", 1935.0),
+    ("A100", 1555.0),
+    ("L40S", 864.0),
+)
 SPILL_FREE_TILES = ((128, 16, 8), (64, 32, 8), (64, 16, 8), (64, 16, 4), (128, 32, 4))  # last: spills, for contrast
 
 
@@ -66,9 +73,23 @@ class Shapes:
     compile_backend: str
 
 
-GPU = Shapes(16, 640, (300, 1000), 20, "acfd51", 10, 2, (1080, 1920), ((480, 645), (640, 860), (800, 1075)),
-             (100, 1000, 3000, 10000, 20000), "float16", "inductor")
-DRY = Shapes(2, 128, (12, 24), 2, "tiny", 1, 0, (270, 480), ((96, 129), (128, 172), (160, 215)), (10, 200), "float32", "eager")
+GPU = Shapes(
+    16,
+    640,
+    (300, 1000),
+    20,
+    "acfd51",
+    10,
+    2,
+    (1080, 1920),
+    ((480, 645), (640, 860), (800, 1075)),
+    (100, 1000, 3000, 10000, 20000),
+    "float16",
+    "inductor",
+)
+DRY = Shapes(
+    2, 128, (12, 24), 2, "tiny", 1, 0, (270, 480), ((96, 129), (128, 172), (160, 215)), (10, 200), "float32", "eager"
+)
 
 
 def _import_acfd() -> None:
@@ -120,8 +141,10 @@ def dam_check(device: str, shapes: Shapes) -> list[dict]:
     from acfd.kernels import bench
     from acfd.kernels.dam_match import dam_match
 
-    scenes = {"realistic": bench.dam_inputs(shapes.batch, shapes.image, faces=shapes.faces),
-              "crowded": bench.dam_inputs(shapes.batch, shapes.image, crowded=True, faces=shapes.faces)}
+    scenes = {
+        "realistic": bench.dam_inputs(shapes.batch, shapes.image, faces=shapes.faces),
+        "crowded": bench.dam_inputs(shapes.batch, shapes.image, crowded=True, faces=shapes.faces),
+    }
     for seed in range(3):
         small = bench.dam_inputs(batch=2, image=min(shapes.image, 320), seed=seed, faces=shapes.faces)
         small.gt_count[seed % 2] = 0  # an image without faces
@@ -134,13 +157,18 @@ def dam_check(device: str, shapes: Shapes) -> list[dict]:
             ref = dam_match(*args, best_anchor_fallback=fallback, impl="torch")
             got = dam_match(*args, best_anchor_fallback=fallback, impl="triton")
             row = {
-                "scene": name, "fallback": fallback, "anchors": int(inp.anchors.shape[0]), "max_faces": int(inp.gt_boxes.shape[1]),
+                "scene": name,
+                "fallback": fallback,
+                "anchors": int(inp.anchors.shape[0]),
+                "max_faces": int(inp.gt_boxes.shape[1]),
                 "label_mismatches": int((ref.labels != got.labels).sum()),
                 "index_mismatches": int((ref.gt_index != got.gt_index).sum()),
                 "iou_max_abs_diff": float((ref.iou - got.iou).abs().max()),
                 "label_counts": torch.bincount(ref.labels.flatten(), minlength=3).tolist(),
             }
-            row["ok"] = row["label_mismatches"] == 0 and row["index_mismatches"] == 0 and row["iou_max_abs_diff"] <= 1e-6
+            row["ok"] = (
+                row["label_mismatches"] == 0 and row["index_mismatches"] == 0 and row["iou_max_abs_diff"] <= 1e-6
+            )
             rows.append(row)
     return rows
 
@@ -153,8 +181,10 @@ def loss_check(device: str, shapes: Shapes) -> list[dict]:
     from acfd.inference.anchors import make_anchors
 
     num_anchors = make_anchors(shapes.image, shapes.image).shape[0]
-    cases = {str(d).replace("torch.", ""): bench.loss_inputs(shapes.batch, num_anchors, dtype=d)
-             for d in (torch.float32, torch.float16, torch.bfloat16)}
+    cases = {
+        str(d).replace("torch.", ""): bench.loss_inputs(shapes.batch, num_anchors, dtype=d)
+        for d in (torch.float32, torch.float16, torch.bfloat16)
+    }
     extreme = torch.tensor([[-200.0, -60.0, -20.0, 0.0, 20.0, 60.0, 200.0] * 3])
     cases["extreme"] = (extreme, torch.tensor([[0] * 7 + [1] * 7 + [2] * 7]))
     cases["no_psi2"] = (cases["float32"][0], cases["float32"][1].clamp(max=1))
@@ -171,10 +201,17 @@ def loss_check(device: str, shapes: Shapes) -> list[dict]:
         (ref_loss, ref_grad), (got_loss, got_grad) = out["torch"], out["triton"]
         rel = float((got_loss - ref_loss).abs() / ref_loss.abs().clamp(min=1e-30))
         excess = (got_grad - ref_grad).abs() - ulp[logits.dtype] * ref_grad.abs()
-        row = {"case": name, "shape": list(logits.shape), "loss_ref": float(ref_loss), "loss_rel_diff": rel,
-               "grad_max_abs_diff": float((got_grad - ref_grad).abs().max()),
-               "grad_max_excess_over_tolerance": float(excess.max())}
-        row["ok"] = rel <= 1e-5 and row["grad_max_excess_over_tolerance"] <= 1e-7 and bool(torch.isfinite(got_grad).all())
+        row = {
+            "case": name,
+            "shape": list(logits.shape),
+            "loss_ref": float(ref_loss),
+            "loss_rel_diff": rel,
+            "grad_max_abs_diff": float((got_grad - ref_grad).abs().max()),
+            "grad_max_excess_over_tolerance": float(excess.max()),
+        }
+        row["ok"] = (
+            rel <= 1e-5 and row["grad_max_excess_over_tolerance"] <= 1e-7 and bool(torch.isfinite(got_grad).all())
+        )
         rows.append(row)
     return rows
 
@@ -200,8 +237,13 @@ def nms(device: str, shapes: Shapes) -> dict:
     for kind, n, thr, boxes, scores in cases:
         expected = run_nms(boxes, scores, thr)
         repeats = shapes.repeat if n <= 3000 else max(3, shapes.repeat // 4)
-        entry = {"kind": kind, "boxes": n, "iou_threshold": thr, "kept": int(expected.size),
-                 "numpy_ms": median_ms(lambda: run_nms(boxes, scores, thr), repeats, "cpu")}
+        entry = {
+            "kind": kind,
+            "boxes": n,
+            "iou_threshold": thr,
+            "kept": int(expected.size),
+            "numpy_ms": median_ms(lambda: run_nms(boxes, scores, thr), repeats, "cpu"),
+        }
         if reason is None:
             boxes_gpu, scores_gpu = cupy.asarray(boxes), cupy.asarray(scores)
             got = cupy.asnumpy(run_nms(boxes_gpu, scores_gpu, thr))
@@ -244,9 +286,17 @@ def kernel_bench(device: str, shapes: Shapes) -> list[dict]:
     peak = peak_gbps(device)
     rows = []
     for case in bench.CASES:
-        row = bench.run_case(case, device, repeat=shapes.repeat, batch=shapes.batch, image=shapes.image,
-                             compile_backend=shapes.compile_backend, peak_gbps=peak, faces=shapes.faces,
-                             interpreter=device == "cpu")
+        row = bench.run_case(
+            case,
+            device,
+            repeat=shapes.repeat,
+            batch=shapes.batch,
+            image=shapes.image,
+            compile_backend=shapes.compile_backend,
+            peak_gbps=peak,
+            faces=shapes.faces,
+            interpreter=device == "cpu",
+        )
         if "gbps" in row and peak:
             row["pct_of_peak"] = round(100 * row["gbps"] / peak, 1)
         rows.append(row)
@@ -265,10 +315,20 @@ def dam_tile_sweep(device: str, shapes: Shapes) -> list[dict]:
         inp = bench.dam_inputs(shapes.batch, shapes.image, crowded=variant == "crowded", faces=shapes.faces).to(device)
         args = (inp.anchors, inp.pred_boxes, inp.gt_boxes, inp.gt_count, 0.35, 0.7, False)
         for block_a, block_g, warps in tiles:
-            fn = functools.partial(triton_kernel.dam_match_triton, *args, block_a=block_a, block_g=block_g, num_warps=warps)
-            rows.append({"variant": variant, "block_a": block_a, "block_g": block_g, "num_warps": warps,
-                         "default": (block_a, block_g, warps) == (triton_kernel.BLOCK_A, triton_kernel.BLOCK_G, triton_kernel.NUM_WARPS),
-                         "ms": median_ms(fn, shapes.repeat, device)})
+            fn = functools.partial(
+                triton_kernel.dam_match_triton, *args, block_a=block_a, block_g=block_g, num_warps=warps
+            )
+            rows.append(
+                {
+                    "variant": variant,
+                    "block_a": block_a,
+                    "block_g": block_g,
+                    "num_warps": warps,
+                    "default": (block_a, block_g, warps)
+                    == (triton_kernel.BLOCK_A, triton_kernel.BLOCK_G, triton_kernel.NUM_WARPS),
+                    "ms": median_ms(fn, shapes.repeat, device),
+                }
+            )
     return rows
 
 
@@ -315,10 +375,21 @@ def train_speed(device: str, shapes: Shapes) -> list[dict]:
         _sync(device)
         first_s = time.perf_counter() - tic
         ms = median_ms(step, shapes.train_steps, device, warmup=shapes.warmup)
-        rows.append({"kernels": kernels, "preset": shapes.train_preset, "size": size, "batch": batch, "autocast": "bf16",
-                     "ms_per_step": ms, "steps_per_s": round(1e3 / ms, 3), "images_per_s": round(1e3 * batch / ms, 1),
-                     "first_step_s": round(first_s, 2), "first_loss": round(first, 4),
-                     "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None})
+        rows.append(
+            {
+                "kernels": kernels,
+                "preset": shapes.train_preset,
+                "size": size,
+                "batch": batch,
+                "autocast": "bf16",
+                "ms_per_step": ms,
+                "steps_per_s": round(1e3 / ms, 3),
+                "images_per_s": round(1e3 * batch / ms, 1),
+                "first_step_s": round(first_s, 2),
+                "first_loss": round(first, 4),
+                "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None,
+            }
+        )
         del model, optimizer
     if rows[0]["ms_per_step"] and rows[1]["ms_per_step"]:
         rows[0]["speedup_vs_torch"] = round(rows[1]["ms_per_step"] / rows[0]["ms_per_step"], 2)
@@ -359,10 +430,15 @@ def inference(device: str, shapes: Shapes) -> dict:
 
     boxes, _ = detect(predictor, frame, shapes.test_scales, cfg)
     return {
-        "preset": shapes.train_preset, "fused": True, "dtype": shapes.inference_dtype, "frame_hw": list(shapes.frame_hw),
-        "scales": [list(s) for s in shapes.test_scales], "detections": int(len(boxes)),
-        "end_to_end_ms": median_ms(lambda: detect(predictor, frame, shapes.test_scales, cfg), shapes.repeat, device,
-                                   warmup=shapes.warmup),
+        "preset": shapes.train_preset,
+        "fused": True,
+        "dtype": shapes.inference_dtype,
+        "frame_hw": list(shapes.frame_hw),
+        "scales": [list(s) for s in shapes.test_scales],
+        "detections": int(len(boxes)),
+        "end_to_end_ms": median_ms(
+            lambda: detect(predictor, frame, shapes.test_scales, cfg), shapes.repeat, device, warmup=shapes.warmup
+        ),
         "forwards_only_ms": median_ms(forwards, shapes.repeat, device, warmup=shapes.warmup),
         "note": "random weights and frame: latency only; end to end = resize + 3 forwards + postprocess (NumPy NMS)",
     }
@@ -375,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder for gpu_check.json")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, Triton interpreter (for the suite)")
-    parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS), metavar="STEP", help=f"steps: {', '.join(STEPS)}")
+    parser.add_argument(
+        "--only", nargs="+", choices=STEPS, default=list(STEPS), metavar="STEP", help=f"steps: {', '.join(STEPS)}"
+    )
     args = parser.parse_args(argv)
     if args.dry_run:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
@@ -392,14 +470,24 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "gpu_check.json"
     report: dict = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "dry_run": args.dry_run,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "dry_run": args.dry_run,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)",
-        "peak_gbps": peak_gbps(device), "torch": torch.__version__, "triton": triton.__version__,
+        "peak_gbps": peak_gbps(device),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
         "shapes": dataclasses.asdict(shapes),
     }
     started = time.perf_counter()
-    steps = {"dam_check": dam_check, "loss_check": loss_check, "kernel_bench": kernel_bench,
-             "dam_tile_sweep": dam_tile_sweep, "nms": nms, "train_speed": train_speed, "inference": inference}
+    steps = {
+        "dam_check": dam_check,
+        "loss_check": loss_check,
+        "kernel_bench": kernel_bench,
+        "dam_tile_sweep": dam_tile_sweep,
+        "nms": nms,
+        "train_speed": train_speed,
+        "inference": inference,
+    }
     for name in STEPS:
         if name not in args.only:
             continue

@@ -40,7 +40,7 @@ def model_candidates(count: int):
     """The embedded model's merged, clipped candidates (what NMS sees) on ``count`` generated scenes."""
     from acfd.inference.pipeline import InProcessPipeline, prepare
     from acfd.scenes.synth import scene_png
-    from acfd.training.export import export_model
+    from acfd.export.graph import export_model
     from acfd.inference.postprocess import select_per_scale
     from acfd.weights import DEFAULT_WEIGHTS
 
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"input": name, "boxes": len(boxes), "kept_all": len(full), "full_ms": full_ms,
                      "topk_ms": topk_ms, "speedup": full_ms / topk_ms, "same_boxes": same})  # fmt: skip
         flag = "" if same else "  DIFFERENT BOXES"
-        print(f"{name:<18} {len(boxes):>6} {len(full):>10} {full_ms:>9.2f} {topk_ms:>9.2f} {full_ms / topk_ms:>8.1f}x{flag}")
+        print(
+            f"{name:<18} {len(boxes):>6} {len(full):>10} {full_ms:>9.2f} {topk_ms:>9.2f} {full_ms / topk_ms:>8.1f}x{flag}"
+        )
     if args.json:
         args.json.write_text(json.dumps({"keep": args.keep, "iou": args.iou, "rows": rows}, indent=2) + "\n")
     return 0 if all(row["same_boxes"] for row in rows) else 1

@@ -121,10 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     acfd(["export", "--weights", str(weights), "--out", str(out / "base" / "export"), "--quiet"], base_src)
     acfd(["repo", "--export", str(out / "base" / "export"), "--out", str(out / "base" / "repo")], base_src)
     acfd(["export", "--weights", str(weights), "--out", str(out / "new" / "export"), "--quiet"])
-    acfd(["repo", "--export", str(out / "new" / "export"), "--out", str(out / "new" / "repo"), *shlex.split(args.repo_args)])
+    acfd(
+        [
+            "repo",
+            "--export",
+            str(out / "new" / "export"),
+            "--out",
+            str(out / "new" / "repo"),
+            *shlex.split(args.repo_args),
+        ]
+    )
 
     base = facts(serve_and_load(out / "base" / "repo", out / "base", [*load, "--no-local"], base_src))
-    new = facts(serve_and_load(out / "new" / "repo", out / "new", [*load, "--export", str(out / "new" / "export")], None))
+    new = facts(
+        serve_and_load(out / "new" / "repo", out / "new", [*load, "--export", str(out / "new" / "export")], None)
+    )
     ratio = new["best_infer_per_s"] / base["best_infer_per_s"]
     report = {"weights": str(weights), "base_revision": args.base, "settings": vars(args) | {"out": str(out), "weights": str(weights)},
               "base": base, "new": new, "best_throughput_new_over_base": ratio}  # fmt: skip

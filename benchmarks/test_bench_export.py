@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from acfd.training.config import load_preset
-from acfd.training.export import export_model_from_module, fuse_copy, onnx_session
+from acfd.export.graph import export_model_from_module, fuse_copy, onnx_session
 from acfd.training.model import Predictor, build_model
 
 INPUT = (1, 3, 640, 640)

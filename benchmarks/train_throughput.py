@@ -69,14 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    print(f"{'preset':<28}{'params':>10}{'GFLOPs':>9}  {'precision':<9}{'img/s':>8}   "
-          f"({args.size}x{args.size}, batch {args.batch}, {torch.get_num_threads()} threads)", flush=True)
+    print(
+        f"{'preset':<28}{'params':>10}{'GFLOPs':>9}  {'precision':<9}{'img/s':>8}   "
+        f"({args.size}x{args.size}, batch {args.batch}, {torch.get_num_threads()} threads)",
+        flush=True,
+    )
     for name in args.presets:
         info = describe(name, args.size, args.size)
         for prec in args.precisions:
             rate = step_rate(name, prec, args.size, args.batch, args.steps, args.warmup)
-            rows.append({"preset": name, "params": info["params"], "gflops": info["gflops"], "precision": prec,
-                         "images_per_s": round(rate, 2), "size": args.size, "batch": args.batch})
+            rows.append(
+                {
+                    "preset": name,
+                    "params": info["params"],
+                    "gflops": info["gflops"],
+                    "precision": prec,
+                    "images_per_s": round(rate, 2),
+                    "size": args.size,
+                    "batch": args.batch,
+                }
+            )
             print(f"{name:<28}{info['params'] / 1e6:>9.2f}M{info['gflops']:>9.2f}  {prec:<9}{rate:>8.2f}", flush=True)
     for name in args.presets:
         by = {r["precision"]: r["images_per_s"] for r in rows if r["preset"] == name}

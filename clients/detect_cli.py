@@ -50,9 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="name of the served ensemble")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write annotated PNGs here")
     parser.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
-    parser.add_argument("--min-score", type=float, default=None, metavar="S",
-                        help="keep detections scoring at least S (default: the served model's display threshold, "
-                             "chosen at its best F1 on a hold-out; 0.5 if the server does not publish one)")
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        metavar="S",
+        help="keep detections scoring at least S (default: the served model's display threshold, "
+        "chosen at its best F1 on a hold-out; 0.5 if the server does not publish one)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for each answer")
     parser.add_argument(

@@ -256,7 +256,9 @@ def translate_error(err: Exception, *, url: str, model: str, source: str, timeou
         return DetectTimeout(f"{source}: no answer from {url} within {timeout_s:g} s (timeout)")
     if status == "StatusCode.INVALID_ARGUMENT":
         return InvalidRequest(f"{source}: the server refused it as invalid input ({text})")
-    return ServerFault(f"{source}: the server failed on it ({status.removeprefix('StatusCode.') or 'no status'}: {text})")
+    return ServerFault(
+        f"{source}: the server failed on it ({status.removeprefix('StatusCode.') or 'no status'}: {text})"
+    )
 
 
 def not_ready_reason(index: list[dict], model: str, url: str) -> ModelNotReady:

@@ -121,7 +121,9 @@ def plot_sweep(
     fig, (ax_t, ax_l, ax_m) = plt.subplots(1, 3, figsize=(15, 4.2))
     ax_t.plot(conc, [lv.throughput for lv in levels], "o-", color="tab:blue", label="Triton server (perf_analyzer)")
     if local is not None and local.throughput > 0:
-        ax_t.axhline(local.throughput, color="tab:gray", ls="--", label=f"in process, {local.engine} ({local.throughput:.2f}/s)")
+        ax_t.axhline(
+            local.throughput, color="tab:gray", ls="--", label=f"in process, {local.engine} ({local.throughput:.2f}/s)"
+        )
     ax_t.set_ylabel("images / s")
     ax_t.set_title("throughput")
     ax_t.legend(fontsize=8, loc="best")

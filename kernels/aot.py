@@ -128,9 +128,14 @@ def compile_launch(launch: AotLaunch, arch: int):
     seconds = time.perf_counter() - started
     stats = parse_ptxas_log(log.getvalue())
     return Resources(
-        kernel=launch.name, label=launch.label, arch=arch, num_warps=launch.num_warps,
-        shared_memory=int(compiled.metadata.shared), cubin_bytes=len(compiled.asm["cubin"]),
-        seconds=round(seconds, 2), **stats,
+        kernel=launch.name,
+        label=launch.label,
+        arch=arch,
+        num_warps=launch.num_warps,
+        shared_memory=int(compiled.metadata.shared),
+        cubin_bytes=len(compiled.asm["cubin"]),
+        seconds=round(seconds, 2),
+        **stats,
     ), compiled
 
 
@@ -141,8 +146,10 @@ def parse_ptxas_log(text: str) -> dict[str, int]:
     if not regs or not frame:
         raise RuntimeError(f"aot: could not read the ptxas report: {text.strip()[:300]!r}")
     return {
-        "registers": int(regs.group(1)), "stack_frame": int(frame.group(1)),
-        "spill_stores": int(frame.group(2)), "spill_loads": int(frame.group(3)),
+        "registers": int(regs.group(1)),
+        "stack_frame": int(frame.group(1)),
+        "spill_stores": int(frame.group(2)),
+        "spill_loads": int(frame.group(3)),
     }
 
 

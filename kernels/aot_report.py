@@ -28,9 +28,11 @@ HEADER = (
 
 def table_row(r) -> str:
     flag = "**SPILL**" if r.spills else "none"
-    return (f"| `{r.kernel}` | {r.label} | {r.num_warps} | sm_{r.arch} | {r.registers} | "
-            f"{r.spill_stores} / {r.spill_loads} | {r.stack_frame} | {r.shared_memory} | "
-            f"{r.cubin_bytes / 1024:.0f} | {flag} |")
+    return (
+        f"| `{r.kernel}` | {r.label} | {r.num_warps} | sm_{r.arch} | {r.registers} | "
+        f"{r.spill_stores} / {r.spill_loads} | {r.stack_frame} | {r.shared_memory} | "
+        f"{r.cubin_bytes / 1024:.0f} | {flag} |"
+    )
 
 
 def one_line(err: Exception, kernel=None) -> str:
@@ -64,8 +66,10 @@ def nms_kernels(archs: tuple[int, ...], failures: list[str]) -> list[dict]:
         for name, r in sorted(nvrtc.ptxas_resources(log).items()):
             rows.append({"kernel": name, "label": "CuPy, NVRTC", "arch": arch, "cubin_bytes": len(cubin), **r})
             flag = "**SPILL**" if r["spill_stores"] or r["spill_loads"] else "none"
-            print(f"| `{name}` | CuPy, NVRTC | - | sm_{arch} | {r['registers']} | {r['spill_stores']} / "
-                  f"{r['spill_loads']} | {r['stack_frame']} | {r['shared_memory']} | {len(cubin) / 1024:.0f} | {flag} |")
+            print(
+                f"| `{name}` | CuPy, NVRTC | - | sm_{arch} | {r['registers']} | {r['spill_stores']} / "
+                f"{r['spill_loads']} | {r['stack_frame']} | {r['shared_memory']} | {len(cubin) / 1024:.0f} | {flag} |"
+            )
     return rows
 
 
@@ -73,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m acfd.kernels.aot_report", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=None, help="compute capabilities (default: 80 90)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the rows as JSON")
-    parser.add_argument("--also", nargs="+", default=[], metavar="MODULE",
-                        help="more kernel modules (importable, each with AOT_LAUNCHES) to compile, e.g. one being written")
+    parser.add_argument(
+        "--also",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="more kernel modules (importable, each with AOT_LAUNCHES) to compile, e.g. one being written",
+    )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("aot_report: TRITON_INTERPRET=1 is set: unset it, the interpreter compiles nothing", file=sys.stderr)
@@ -83,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
     archs = tuple(args.arch or aot.ARCHS)
     modules = aot.KERNEL_MODULES + tuple(args.also)
-    failures = [f"aot_report: {name} is @triton.jit but in no AOT_LAUNCHES / AOT_INLINED table"
-                for name in aot.unlisted_jit_functions(modules=modules)]
+    failures = [
+        f"aot_report: {name} is @triton.jit but in no AOT_LAUNCHES / AOT_INLINED table"
+        for name in aot.unlisted_jit_functions(modules=modules)
+    ]
     rows = []
     print(HEADER, flush=True)
     for launch in aot.launches(modules):
@@ -92,15 +103,20 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 resources, _ = aot.compile_launch(launch, arch)
             except Exception as err:  # CompilationError, ptxas failures: report them all, then fail
-                failures.append(f"aot_report: {launch.name} [{launch.label}] does not compile for sm_{arch}: "
-                                f"{one_line(err, launch.kernel)}")
+                failures.append(
+                    f"aot_report: {launch.name} [{launch.label}] does not compile for sm_{arch}: "
+                    f"{one_line(err, launch.kernel)}"
+                )
                 continue
             rows.append(resources)
             print(table_row(resources), flush=True)
     nms_rows = nms_kernels(archs, failures)
     if args.json:
-        args.json.write_text(json.dumps({"rows": [dataclasses.asdict(r) for r in rows], "nms_rows": nms_rows,
-                                         "failures": failures}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"rows": [dataclasses.asdict(r) for r in rows], "nms_rows": nms_rows, "failures": failures}, indent=1
+            )
+        )
     for line in failures:
         print(line, file=sys.stderr)
     spills = sum(r.spills for r in rows) + sum(r["spill_stores"] + r["spill_loads"] > 0 for r in nms_rows)

@@ -100,7 +100,10 @@ class DamInputs:
 
 
 def dam_inputs(
-    batch: int = PAPER_BATCH, image: int = PAPER_IMAGE, crowded: bool = False, seed: int = 0,
+    batch: int = PAPER_BATCH,
+    image: int = PAPER_IMAGE,
+    crowded: bool = False,
+    seed: int = 0,
     faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
 ) -> DamInputs:
     """Paper-shaped matching inputs on CPU. Regressed boxes are anchors moved by random offsets,
@@ -135,8 +138,13 @@ def loss_inputs(
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_inputs(variant: str, device: str, batch: int = PAPER_BATCH, image: int = PAPER_IMAGE,
-                   faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES)):
+def _cached_inputs(
+    variant: str,
+    device: str,
+    batch: int = PAPER_BATCH,
+    image: int = PAPER_IMAGE,
+    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
+):
     if variant in ("realistic", "crowded"):
         return dam_inputs(batch, image, crowded=variant == "crowded", faces=faces).to(device)
     num_anchors = make_anchors(image, image).shape[0]
@@ -176,7 +184,11 @@ def skip_reason(case: BenchCase, device: str, interpreter: bool = False) -> str 
 
 
 def prepare(
-    case: BenchCase, device: str, batch: int = PAPER_BATCH, image: int = PAPER_IMAGE, compile_backend: str = "inductor",
+    case: BenchCase,
+    device: str,
+    batch: int = PAPER_BATCH,
+    image: int = PAPER_IMAGE,
+    compile_backend: str = "inductor",
     faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
 ) -> tuple[Callable[[], object], int]:
     """``(fn, minimal_bytes)``: a no-argument callable running the case once on ``device``
@@ -214,9 +226,16 @@ def prepare(
 
 
 def run_case(
-    case: BenchCase, device: str, repeat: int = 5, warmup: int = 1, batch: int = PAPER_BATCH, image: int = PAPER_IMAGE,
-    compile_backend: str = "inductor", peak_gbps: float | None = H200_BANDWIDTH_GBPS,
-    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES), interpreter: bool = False,
+    case: BenchCase,
+    device: str,
+    repeat: int = 5,
+    warmup: int = 1,
+    batch: int = PAPER_BATCH,
+    image: int = PAPER_IMAGE,
+    compile_backend: str = "inductor",
+    peak_gbps: float | None = H200_BANDWIDTH_GBPS,
+    faces: tuple[int, int] = (MAX_FACES, CROWDED_FACES),
+    interpreter: bool = False,
 ) -> dict:
     """Figures of one case: ``name``, ``ms`` (median), ``ms_min``, ``peak_mb``, and ``gbps`` /
     ``x_floor`` (time over the bandwidth floor at ``peak_gbps``) on CUDA; or ``skipped`` with the

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only", default="", metavar="TEXT", help="run only cases whose name contains TEXT, e.g. dam_match or /triton"
     )
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="CPU threads for torch (default: torch's choice; 1 is steadier on a shared machine)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,8 +64,13 @@ def run(args: argparse.Namespace) -> int:
         progress = functools.partial(tqdm, desc="kernel benchmarks", unit="case", file=sys.stderr)
     rows = bench.run_all(device, repeat=repeat, only=args.only, progress=progress)
     if args.json:
-        meta = {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
-                "torch": torch.__version__, "repeat": repeat, "threads": torch.get_num_threads()}
+        meta = {
+            "device": device,
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+            "torch": torch.__version__,
+            "repeat": repeat,
+            "threads": torch.get_num_threads(),
+        }
         print(json.dumps({**meta, "cases": rows}, indent=2))
     else:
         for row in rows:
@@ -77,5 +84,5 @@ def format_row(row: dict) -> str:
     parts = [f"{row['name']:<28} {row['ms']:>10.3f} ms (min {row['ms_min']:.3f})", f"peak {row['peak_mb']:.1f} MiB"]
     if "gbps" in row:
         parts.append(f"{row['gbps']:.0f} GB/s ({row['x_floor']:.1f}x floor)")
-    parts += [f"{k[len('speedup_'):]} x{v}" for k, v in row.items() if k.startswith("speedup_")]
+    parts += [f"{k[len('speedup_') :]} x{v}" for k, v in row.items() if k.startswith("speedup_")]
     return "  ".join(parts)

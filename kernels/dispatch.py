@@ -35,5 +35,7 @@ def use_triton(impl: str, tensor: torch.Tensor, name: str, dtypes: tuple[torch.d
         listed = ", ".join(kinds[:-1]) + f" or {kinds[-1]}" if len(kinds) > 1 else kinds[0]
         raise ValueError(f"{name}: impl='triton' takes {listed} inputs, got {tensor.dtype}")
     if not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"{name}: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton is imported)")
+        raise ValueError(
+            f"{name}: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton is imported)"
+        )
     return True

@@ -36,8 +36,12 @@ def face_stats(ds: DetectionSet) -> dict[str, np.ndarray]:
         rel.append(np.sqrt(w * h) / r.height)
         aspect.append(w / h)
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
-    return {"side": cat(side), "rel": cat(rel), "aspect": cat(aspect),
-            "per_image": np.array([len(r.boxes) for r in ds.records])}
+    return {
+        "side": cat(side),
+        "rel": cat(rel),
+        "aspect": cat(aspect),
+        "per_image": np.array([len(r.boxes) for r in ds.records]),
+    }
 
 
 def plot(real: dict, synth: dict, labels: tuple[str, str], out: Path) -> None:
@@ -52,8 +56,15 @@ def plot(real: dict, synth: dict, labels: tuple[str, str], out: Path) -> None:
         for stats, label, color in ((real, labels[0], "tab:blue"), (synth, labels[1], "tab:orange")):
             values = np.clip(stats[key], bins[0], bins[-1])
             weights = np.full(len(values), 100.0 / max(len(values), 1))
-            ax.hist(values, bins=bins, weights=weights, histtype="step", linewidth=2, color=color,
-                    label=f"{label} (n={len(values)}, median {np.median(values) if len(values) else 0:.3g})")
+            ax.hist(
+                values,
+                bins=bins,
+                weights=weights,
+                histtype="step",
+                linewidth=2,
+                color=color,
+                label=f"{label} (n={len(values)}, median {np.median(values) if len(values) else 0:.3g})",
+            )
         if log:
             ax.set_xscale("log")
         if key == "aspect":
@@ -65,16 +76,19 @@ def plot(real: dict, synth: dict, labels: tuple[str, str], out: Path) -> None:
         ax.set_ylabel("% of " + ("images" if key == "per_image" else "faces"))
         ax.legend(fontsize=8)
     share = lambda a: 100.0 * np.mean((a > 2) | (a < 0.5)) if len(a) else 0.0  # noqa: E731
-    fig.suptitle(f"Real vs generated faces. Aspect beyond 2 or 1/2: real {share(real['aspect']):.1f}%, "
-                 f"generated {share(synth['aspect']):.1f}%")
+    fig.suptitle(
+        f"Real vs generated faces. Aspect beyond 2 or 1/2: real {share(real['aspect']):.1f}%, "
+        f"generated {share(synth['aspect']):.1f}%"
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--real", required=True, help="real annotations (iCartoonFace CSV, COCO JSON or folder)")
     parser.add_argument("--synth", default=None, help="an existing generated set (folder)")
     parser.add_argument("--generate", type=int, default=500, help="scenes to generate when --synth is not given")
@@ -93,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare_data_stats: {err}", file=sys.stderr)
         return 2
     plot(face_stats(real), face_stats(synth), ("real iCartoonFace", "generated"), Path(args.out))
-    print(f"wrote {args.out}: real {real.images} images / {real.faces} faces, "
-          f"generated {synth.images} images / {synth.faces} faces")
+    print(
+        f"wrote {args.out}: real {real.images} images / {real.faces} faces, "
+        f"generated {synth.images} images / {synth.faces} faces"
+    )
     return 0
 
 

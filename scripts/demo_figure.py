@@ -61,7 +61,9 @@ def draw_sheet(entries: list[tuple[Path, str]], title: str, out: Path, columns: 
     rows = math.ceil(len(images) / columns)
     aspect = max(img.shape[0] / img.shape[1] for img, _ in images)  # tallest cell sets the row height
     cell_w = 5.0
-    fig, axes = plt.subplots(rows, columns, figsize=(cell_w * columns, (cell_w * aspect + 0.4) * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(cell_w * columns, (cell_w * aspect + 0.4) * rows + 0.5), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, (img, caption) in zip(axes.flat, images):
@@ -76,7 +78,9 @@ def draw_sheet(entries: list[tuple[Path, str]], title: str, out: Path, columns: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("demo_dir", type=Path, metavar="DIR", help="output folder of `acfd demo`")
     parser.add_argument("out", type=Path, metavar="OUT.png", help="contact sheet to write")
     parser.add_argument("--max", type=int, default=6, help="at most this many images")

@@ -26,8 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("out")
-    parser.add_argument("--threshold-from", default=None, metavar="EVAL_JSON",
-                        help="display threshold = best_f1.threshold of this acfd eval --json output")
+    parser.add_argument(
+        "--threshold-from",
+        default=None,
+        metavar="EVAL_JSON",
+        help="display threshold = best_f1.threshold of this acfd eval --json output",
+    )
     parser.add_argument("--scales", nargs="+", default=None, metavar="HxW", help="test scales to ship")
     args = parser.parse_args(argv)
     try:
@@ -50,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             best = json.loads(open(args.threshold_from).read())["best_f1"]
             threshold = round(float(best["threshold"]), 3)
         except (OSError, ValueError, KeyError, TypeError) as err:
-            print(f"package_weights: --threshold-from {args.threshold_from}: no best_f1 threshold ({err})", file=sys.stderr)
+            print(
+                f"package_weights: --threshold-from {args.threshold_from}: no best_f1 threshold ({err})",
+                file=sys.stderr,
+            )
             return 1
         inference = dataclasses.replace(inference, display_threshold=threshold)
     preset = dataclasses.replace(preset, inference=inference)
@@ -58,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     keep["preset"] = preset.to_dict()
     save_checkpoint(args.out, keep)
     scales = ", ".join(f"{h}x{w}" for h, w in inference.test_scales)
-    print(f"wrote {args.out}: preset {preset.name}, trained at {preset.train.input_size}, test scales {scales}, "
-          f"display threshold {inference.display_threshold:g}")
+    print(
+        f"wrote {args.out}: preset {preset.name}, trained at {preset.train.input_size}, test scales {scales}, "
+        f"display threshold {inference.display_threshold:g}"
+    )
     return 0
 
 

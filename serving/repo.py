@@ -64,7 +64,9 @@ def read_manifest(export_dir: str | Path) -> ExportManifest:
     except ManifestError as err:
         raise RepoError(str(err)) from err
     if len(manifest.test_scales) != 3:  # the ensemble has one detector step per scale
-        raise RepoError(f"{path}: test_scales must be three (height, width) pairs, got {[list(s) for s in manifest.test_scales]}")
+        raise RepoError(
+            f"{path}: test_scales must be three (height, width) pairs, got {[list(s) for s in manifest.test_scales]}"
+        )
     return manifest
 
 
@@ -112,7 +114,9 @@ def build_repository(
     export_dir, out = Path(export_dir), Path(out)
     manifest = read_manifest(export_dir)
     if not all((templates / model / "config.pbtxt").is_file() for model in MODELS):
-        raise RepoError(f"{templates}: model repository templates not found (reinstall acfd: they ship as its package data acfd.model_repository)")
+        raise RepoError(
+            f"{templates}: model repository templates not found (reinstall acfd: they ship as its package data acfd.model_repository)"
+        )
     if out.resolve() == templates.resolve():
         raise RepoError(f"--out {out}: that is the committed template folder; choose another folder")
     if out.exists() and not out.is_dir():
@@ -131,7 +135,9 @@ def build_repository(
     else:
         trt = manifest.tensorrt
         if not trt:
-            raise RepoError(f"{export_dir / MANIFEST_FILE}: no TensorRT engine in this export (export with --tensorrt on a GPU host)")
+            raise RepoError(
+                f"{export_dir / MANIFEST_FILE}: no TensorRT engine in this export (export with --tensorrt on a GPU host)"
+            )
         artefact = export_dir / trt.get("file", "model.plan")
         if not artefact.is_file():
             raise RepoError(f"{artefact}: the manifest names a TensorRT engine but the file is missing")
@@ -182,7 +188,9 @@ def _publish_display_threshold(out: Path, manifest: ExportManifest) -> None:
     threshold = manifest.postprocess.display_threshold
     ensemble = out / "acfd" / "config.pbtxt"
     text = ensemble.read_text().rstrip("\n")
-    ensemble.write_text(text + f'\nparameters {{ key: "display_threshold" value {{ string_value: "{threshold:g}" }} }}\n')
+    ensemble.write_text(
+        text + f'\nparameters {{ key: "display_threshold" value {{ string_value: "{threshold:g}" }} }}\n'
+    )
 
 
 def max_batch_size(config_text: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from acfd.inference.engines import DEFAULT_ENGINE, ENGINES, FALLBACK_ENGINE
 from acfd.serving.repo import TARGETS, RepoError, build_repository, parse_instances
@@ -17,7 +18,9 @@ DEFAULT_OUT = "out/model_repository"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--export", required=True, metavar="DIR", help="export directory (model.onnx + export.json from `acfd export`)")
+    parser.add_argument(
+        "--export", required=True, metavar="DIR", help="export directory (model.onnx + export.json from `acfd export`)"
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="REPO", help="model repository folder to write")
     parser.add_argument(
         "--target",

@@ -21,14 +21,25 @@ class _Stop(BaseException):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-repository", default=DEFAULT_OUT, metavar="REPO", help="model repository built by `acfd repo`")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
+    parser.add_argument(
+        "--model-repository", default=DEFAULT_OUT, metavar="REPO", help="model repository built by `acfd repo`"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)"
+    )
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port")
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
     parser.add_argument("--model", default="acfd", help="model that must be ready before the endpoints are printed")
-    parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the model to be ready")
-    parser.add_argument("--log-file", type=Path, default=None, help="write the server's log to this file (None: a temporary file, kept when the server fails)")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=300.0, help="seconds to wait for the model to be ready"
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="write the server's log to this file (None: a temporary file, kept when the server fails)",
+    )
     parser.add_argument("--verbose", action="store_true", help="echo the server's log to stderr")
 
 

@@ -207,7 +207,9 @@ class TritonServer:
         cfg = self.config
         repo = Path(cfg.model_repository)
         if not repo.is_dir():
-            raise ServerError(f"{repo}: model repository not found (build one with `acfd repo --export DIR --out {repo}`)")
+            raise ServerError(
+                f"{repo}: model repository not found (build one with `acfd repo --export DIR --out {repo}`)"
+            )
         if not any(p.joinpath("config.pbtxt").is_file() for p in repo.iterdir() if p.is_dir()):
             raise ServerError(f"{repo}: not a model repository (no <model>/config.pbtxt inside)")
         ports = {"gRPC": cfg.grpc_port, "HTTP": cfg.http_port, "metrics": cfg.metrics_port}
@@ -215,7 +217,9 @@ class TritonServer:
             raise ServerError(f"the gRPC, HTTP and metrics ports must differ, got {ports}")
         for name, port in ports.items():
             if port_in_use(cfg.host, port):
-                raise ServerError(f"{name} port {port} on {cfg.host} is in use (choose another with --{name.lower()}-port)")
+                raise ServerError(
+                    f"{name} port {port} on {cfg.host} is in use (choose another with --{name.lower()}-port)"
+                )
         self.install = find_tritonserver()
         self._workdir = Path(tempfile.mkdtemp(prefix="acfd-tritonserver-"))
         self._shm_prefix = f"acfd_{os.getpid()}_{self._workdir.name.rsplit('-', 1)[-1]}_"
@@ -390,7 +394,9 @@ def explain_failure(lines: list[str], exit_code: int, config: ServerConfig, log_
         reason = reason.split("\\n\\nAt:")[0].removeprefix("Internal: ")  # drop the Python traceback
         reason = " ".join(reason.replace("\\n", " ").split())
         return f"model {model!r} failed to load: {reason}"
-    errors = [msg for line, msg in zip(lines, messages) if line.startswith("E") and "CUDA" not in msg and "NVML" not in msg]
+    errors = [
+        msg for line, msg in zip(lines, messages) if line.startswith("E") and "CUDA" not in msg and "NVML" not in msg
+    ]
     last = errors[-1] if errors else (messages[-1] if messages else "no output")
     where = f" (log: {log_path})" if log_path else ""
     return f"tritonserver exited with code {exit_code}: {' '.join(last.split())}{where}"

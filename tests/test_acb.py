@@ -41,7 +41,10 @@ def test_acb_fused_equals_train_form(kernel_size, stride, padding, size):
         got = block(x)
     assert got.shape == expected.shape
     h, w = size
-    assert got.shape[-2:] == ((h + 2 * padding - kernel_size) // stride + 1, (w + 2 * padding - kernel_size) // stride + 1)
+    assert got.shape[-2:] == (
+        (h + 2 * padding - kernel_size) // stride + 1,
+        (w + 2 * padding - kernel_size) // stride + 1,
+    )
     assert _relative_error(got, expected) < 1e-4
     assert block.is_fused
     assert [m for m in block.modules() if isinstance(m, nn.Conv2d)] == [block.fused]
@@ -75,9 +78,7 @@ def test_fold_bn_matches_torch_reference():
     bn = nn.BatchNorm2d(5, eps=1e-3)
     _randomise_bns(bn, g)
     weight, bias = fold_bn(conv.weight, None, bn)
-    ref_w, ref_b = fuse_conv_bn_weights(
-        conv.weight, None, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-    )
+    ref_w, ref_b = fuse_conv_bn_weights(conv.weight, None, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
     assert torch.allclose(weight, ref_w) and torch.allclose(bias, ref_b)
 
 

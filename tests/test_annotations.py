@@ -27,19 +27,24 @@ def planted(tmp_path):
     _png(tmp_path / "images" / "b.png", 64, 48)
     (tmp_path / "images" / "broken.png").write_bytes(b"this is not an image")
     csv = tmp_path / "faces.csv"
-    csv.write_text("\n".join([
-        "a.png,10,10,30,40",          # 1 good
-        "a.png,1,2,3",                # 2 too few columns
-        "a.png,x,2,30,40",            # 3 not a number
-        "a.png,30,2,10,40",           # 4 x2 < x1
-        "missing.png,1,1,5,5",        # 5 image not found
-        "",                           # 6 blank: ignored
-        "b.png,-5,-5,10,10",          # 7 clipped to the image
-        "b.png,100,100,120,120",      # 8 outside the 64x48 image: dropped
-        "b.png,1,1,9,9,face",         # 9 six columns (validation format)
-        "broken.png,1,1,9,9",         # 10 unreadable image
-        "a.png,5,5,5,20",             # 11 zero width
-    ]) + "\n")
+    csv.write_text(
+        "\n".join(
+            [
+                "a.png,10,10,30,40",  # 1 good
+                "a.png,1,2,3",  # 2 too few columns
+                "a.png,x,2,30,40",  # 3 not a number
+                "a.png,30,2,10,40",  # 4 x2 < x1
+                "missing.png,1,1,5,5",  # 5 image not found
+                "",  # 6 blank: ignored
+                "b.png,-5,-5,10,10",  # 7 clipped to the image
+                "b.png,100,100,120,120",  # 8 outside the 64x48 image: dropped
+                "b.png,1,1,9,9,face",  # 9 six columns (validation format)
+                "broken.png,1,1,9,9",  # 10 unreadable image
+                "a.png,5,5,5,20",  # 11 zero width
+            ]
+        )
+        + "\n"
+    )
     return csv
 
 
@@ -112,9 +117,11 @@ def _coco(tmp_path, **overrides):
     _png(tmp_path / "images" / "one.png", 100, 80)
     _png(tmp_path / "images" / "empty.png", 50, 50)
     data = {
-        "images": [{"id": 7, "file_name": "one.png", "width": 100, "height": 80},
-                   {"id": 8, "file_name": "empty.png", "width": 60, "height": 50},
-                   {"id": 9, "file_name": "gone.png"}],
+        "images": [
+            {"id": 7, "file_name": "one.png", "width": 100, "height": 80},
+            {"id": 8, "file_name": "empty.png", "width": 60, "height": 50},
+            {"id": 9, "file_name": "gone.png"},
+        ],
         "annotations": [
             {"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 40]},
             {"id": 2, "image_id": 7, "category_id": 2, "bbox": [0, 0, 5, 5]},

@@ -30,8 +30,13 @@ def _report(tmp_path, *extra, pythonpath=None):
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     out = tmp_path / "aot.json"
-    proc = subprocess.run([sys.executable, "-m", "acfd.kernels.aot_report", "--json", str(out), *extra],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "acfd.kernels.aot_report", "--json", str(out), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return proc, json.loads(out.read_text()) if out.exists() else None
 
 
@@ -42,8 +47,12 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90(tmp_path):
     compiled = {(r["kernel"], r["label"], r["arch"]) for r in report["rows"]}
     wanted = {(entry.name, entry.label, arch) for entry in aot.launches() for arch in aot.ARCHS}
     assert compiled == wanted
-    assert {"dam_match_kernel", "mbc_focal_forward_kernel", "mbc_focal_finalize_kernel",
-            "mbc_focal_backward_kernel"} == {name for name, _, _ in compiled}
+    assert {
+        "dam_match_kernel",
+        "mbc_focal_forward_kernel",
+        "mbc_focal_finalize_kernel",
+        "mbc_focal_backward_kernel",
+    } == {name for name, _, _ in compiled}
     for row in report["rows"]:  # resources were read from ptxas, and the defaults do not spill
         assert 0 < row["registers"] <= 255 and row["cubin_bytes"] > 1000, row
         assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row
@@ -52,7 +61,8 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90(tmp_path):
 
 def test_a_kernel_that_does_not_compile_fails_the_report(tmp_path):
     # the error class the interpreter let through once: a plain global read inside a kernel
-    (tmp_path / "broken_kernel.py").write_text(textwrap.dedent("""
+    (tmp_path / "broken_kernel.py").write_text(
+        textwrap.dedent("""
         import triton
         import triton.language as tl
         from acfd.kernels.aot import AotLaunch
@@ -66,7 +76,8 @@ def test_a_kernel_that_does_not_compile_fails_the_report(tmp_path):
 
         AOT_LAUNCHES = (AotLaunch(broken_kernel, "fp32", {"x_ptr": "*fp32"}, {"BLOCK": 128}, 4),)
         AOT_INLINED = ()
-    """))
+    """)
+    )
     proc, report = _report(tmp_path, "--arch", "90", "--also", "broken_kernel", pythonpath=tmp_path)
     assert proc.returncode == 1
     assert "broken_kernel [fp32] does not compile for sm_90: CompilationError" in proc.stderr
@@ -94,8 +105,10 @@ def test_a_new_unlisted_kernel_is_found(tmp_path):
 
 
 def test_ptxas_report_is_parsed():
-    log = ("ptxas info    : Function properties for k\n    400 bytes stack frame, 420 bytes spill stores, "
-           "404 bytes spill loads\nptxas info    : Used 255 registers, used 1 barriers\n")
+    log = (
+        "ptxas info    : Function properties for k\n    400 bytes stack frame, 420 bytes spill stores, "
+        "404 bytes spill loads\nptxas info    : Used 255 registers, used 1 barriers\n"
+    )
     assert aot.parse_ptxas_log(log) == {"registers": 255, "stack_frame": 400, "spill_stores": 420, "spill_loads": 404}
     with pytest.raises(RuntimeError, match="could not read the ptxas report"):
         aot.parse_ptxas_log("nothing here")
@@ -116,6 +129,7 @@ def _caught_launches(kernels, call):
             signature = {k: _type_of(v) for k, v in bound.items()}
             options = {k: v for k, v in kwargs.items() if k not in names and k != "num_warps"}
             seen.append((kernel, signature, constexprs, kwargs.get("num_warps"), options))
+
         return run
 
     with contextlib.ExitStack() as stack:
@@ -150,8 +164,14 @@ def _assert_listed(launches, table):
 def test_dam_match_launches_only_listed_configurations(fallback):
     inp = bench.dam_inputs(batch=2, image=128, seed=1)
     inp.gt_boxes = inp.gt_boxes.half()  # any floating input reaches the kernel as fp32
-    call = lambda: dam_match(inp.anchors, inp.pred_boxes, inp.gt_boxes, inp.gt_count,  # noqa: E731
-                             best_anchor_fallback=fallback, impl="triton")
+    call = lambda: dam_match(
+        inp.anchors,
+        inp.pred_boxes,
+        inp.gt_boxes,
+        inp.gt_count,  # noqa: E731
+        best_anchor_fallback=fallback,
+        impl="triton",
+    )
     launches = _caught_launches([dam_kernels.dam_match_kernel], call)
     assert len(launches) == 1 and launches[0][2]["FALLBACK"] is fallback
     _assert_listed(launches, dam_kernels.AOT_LAUNCHES)
@@ -162,8 +182,11 @@ def test_dam_match_launches_only_listed_configurations(fallback):
 def test_mbc_loss_launches_only_listed_configurations(dtype, label_dtype):
     logits, labels = bench.loss_inputs(batch=2, num_anchors=3000, dtype=dtype)
     x = logits.requires_grad_(True)
-    kernels = [mbc_kernels.mbc_focal_forward_kernel, mbc_kernels.mbc_focal_finalize_kernel,
-               mbc_kernels.mbc_focal_backward_kernel]
+    kernels = [
+        mbc_kernels.mbc_focal_forward_kernel,
+        mbc_kernels.mbc_focal_finalize_kernel,
+        mbc_kernels.mbc_focal_backward_kernel,
+    ]
     launches = _caught_launches(kernels, lambda: mbc_focal_loss(x, labels.to(label_dtype), impl="triton").backward())
     assert [k for k, *_ in launches] == kernels
     _assert_listed(launches, mbc_kernels.AOT_LAUNCHES)

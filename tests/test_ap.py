@@ -54,8 +54,14 @@ def coco_eval(dets, gts, rec_thresholds=None):
     for i, gt in enumerate(gts):
         for x1, y1, x2, y2 in gt:
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                }
             )
     coco_gt = COCO()
     coco_gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}

@@ -40,8 +40,16 @@ class _Payload:
 def _write_evil(path, marker):
     """An ACFD-looking checkpoint whose pickle would write ``marker`` and set ACFD_PWNED."""
     code = f"import os; os.environ['ACFD_PWNED'] = '1'; open({str(marker)!r}, 'w').write('ran')"
-    torch.save({"format": "acfd-checkpoint", "version": 1, "preset": {"name": "tiny"},
-                "model": {"w": torch.zeros(1)}, "hook": _Payload(exec, code)}, path)
+    torch.save(
+        {
+            "format": "acfd-checkpoint",
+            "version": 1,
+            "preset": {"name": "tiny"},
+            "model": {"w": torch.zeros(1)},
+            "hook": _Payload(exec, code),
+        },
+        path,
+    )
     return path
 
 
@@ -93,8 +101,13 @@ def test_os_system_payload_is_named_as_os_system(tmp_path):
 def test_cli_refuses_the_malicious_checkpoint_in_one_line(evil, tmp_path, command):
     path, marker = evil
     args = {"export": ["--out", str(tmp_path / "e"), "--quiet"], "eval": ["--data", str(tmp_path), "--no-progress"]}
-    proc = subprocess.run([sys.executable, "-m", "acfd", command, "--weights", str(path), *args[command]],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    proc = subprocess.run(
+        [sys.executable, "-m", "acfd", command, "--weights", str(path), *args[command]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -116,14 +129,19 @@ def test_train_init_and_resume_refuse_the_malicious_checkpoint(evil, scenes, tmp
     (run / "last.pt").write_bytes(path.read_bytes())
     assert main(base + ["--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("acfd train: --resume") and len(err.splitlines()) == 1 and "wants to call builtins.exec" in err
+    assert (
+        err.startswith("acfd train: --resume") and len(err.splitlines()) == 1 and "wants to call builtins.exec" in err
+    )
     assert not marker.exists() and "ACFD_PWNED" not in os.environ
 
 
 def test_unexpected_types_are_refused(tmp_path):
     module = tmp_path / "module.pt"
     torch.save(torch.nn.Linear(2, 2), module)  # a whole pickled model, not a state dict
-    assert _message(module) == f"{module}: refused: the checkpoint holds an object of type torch.nn.modules.linear.Linear {UNTRUSTED}"
+    assert (
+        _message(module)
+        == f"{module}: refused: the checkpoint holds an object of type torch.nn.modules.linear.Linear {UNTRUSTED}"
+    )
     floats = tmp_path / "floats.pt"
     torch.save({"format": "acfd-checkpoint", "version": 1, "a": np.zeros(3)}, floats)
     assert "holds an object of type numpy.dtypes.Float64DType" in _message(floats)
@@ -149,11 +167,16 @@ def test_broken_files_each_get_their_own_line(tmp_path):
     torch.save({"format": "acfd-checkpoint", "version": 1, "model": {"w": torch.zeros(64, 64)}}, good)
     data = good.read_bytes()
     cases = {
-        "cut.pt": (data[: len(data) // 2], "not a readable checkpoint (truncated: its zip archive has no end record; "
-                                           "an interrupted copy or download?)"),
+        "cut.pt": (
+            data[: len(data) // 2],
+            "not a readable checkpoint (truncated: its zip archive has no end record; "
+            "an interrupted copy or download?)",
+        ),
         "empty.pt": (b"", "not a readable checkpoint (the file is empty)"),
-        "junk.pt": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-                    "not a readable checkpoint (not a torch.save file: Unsupported operand 95)"),
+        "junk.pt": (
+            np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+            "not a readable checkpoint (not a torch.save file: Unsupported operand 95)",
+        ),
     }
     for name, (content, expected) in cases.items():
         (tmp_path / name).write_bytes(content)
@@ -201,8 +224,19 @@ def scenes(tmp_path_factory):
 def _train(data, out, **kw):
     from acfd.training.trainer import TrainOptions, train
 
-    base = dict(data=str(data), out=str(out), preset="tiny", epochs=1, batch=4, size=128, workers=0,
-                progress=False, seed=7, kernels="torch", max_iters=1)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        preset="tiny",
+        epochs=1,
+        batch=4,
+        size=128,
+        workers=0,
+        progress=False,
+        seed=7,
+        kernels="torch",
+        max_iters=1,
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -381,9 +381,14 @@ def test_request_shape_follows_max_batch_size():
 
 
 def test_the_served_display_threshold_is_the_default_score_floor():
-    config = {"config": {"max_batch_size": 8, "input": [{"name": "IMAGE", "data_type": "TYPE_UINT8"}],
-                         "output": [{"name": "BOXES"}, {"name": "SCORES"}],
-                         "parameters": {"display_threshold": {"string_value": "0.42"}}}}
+    config = {
+        "config": {
+            "max_batch_size": 8,
+            "input": [{"name": "IMAGE", "data_type": "TYPE_UINT8"}],
+            "output": [{"name": "BOXES"}, {"name": "SCORES"}],
+            "parameters": {"display_threshold": {"string_value": "0.42"}},
+        }
+    }
     spec = input_spec_from_config(config, "acfd", "u")
     assert spec == InputSpec(batched=True, display_threshold=0.42)
     client = DetectorClient("127.0.0.1:1", min_score=None)

@@ -24,22 +24,36 @@ def _load(tmp_path, text):
     return load_preset(str(path)), path
 
 
-@pytest.mark.parametrize("text,message", [
-    ("train:\n  epochs: '30'\n", "train.epochs: expected an integer, got '30' (str)"),
-    ("train:\n  epochs: 30.0\n", "train.epochs: expected an integer, got 30.0 (float)"),
-    ("train:\n  epochs: true\n", "train.epochs: expected an integer, got True (bool)"),
-    ("train:\n  weight_decay: 5e-4\n", "train.weight_decay: expected a number, got '5e-4' (str)"),
-    ("train:\n  psi2_norm: 2\n", "train.psi2_norm: expected a string, got 2 (int)"),
-    ("train:\n  lr_milestones: 200\n", "train.lr_milestones: expected a list of integers, got 200 (int)"),
-    ("train:\n  lr_milestones: [200, x]\n", "train.lr_milestones: expected a list of integers, got [200, 'x'] (list)"),
-    ("model:\n  stage_repeats: [1, 1.5]\n", "model.stage_repeats: expected a list of integers, got [1, 1.5] (list)"),
-    ("inference:\n  single_scale: [640]\n", "inference.single_scale: expected a list of 2 integers, got [640] (list)"),
-    ("inference:\n  test_scales: [[480, 645], [640]]\n",
-     "inference.test_scales: expected a list of lists of 2 integers, got [[480, 645], [640]] (list)"),
-    ("train:\n  epoch: 30\n", "train: unknown keys ['epoch']"),
-    ("trian:\n  epochs: 30\n", "unknown sections ['trian']"),
-    ("train: 30\n", "train: expected a mapping of keys, got 30"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("train:\n  epochs: '30'\n", "train.epochs: expected an integer, got '30' (str)"),
+        ("train:\n  epochs: 30.0\n", "train.epochs: expected an integer, got 30.0 (float)"),
+        ("train:\n  epochs: true\n", "train.epochs: expected an integer, got True (bool)"),
+        ("train:\n  weight_decay: 5e-4\n", "train.weight_decay: expected a number, got '5e-4' (str)"),
+        ("train:\n  psi2_norm: 2\n", "train.psi2_norm: expected a string, got 2 (int)"),
+        ("train:\n  lr_milestones: 200\n", "train.lr_milestones: expected a list of integers, got 200 (int)"),
+        (
+            "train:\n  lr_milestones: [200, x]\n",
+            "train.lr_milestones: expected a list of integers, got [200, 'x'] (list)",
+        ),
+        (
+            "model:\n  stage_repeats: [1, 1.5]\n",
+            "model.stage_repeats: expected a list of integers, got [1, 1.5] (list)",
+        ),
+        (
+            "inference:\n  single_scale: [640]\n",
+            "inference.single_scale: expected a list of 2 integers, got [640] (list)",
+        ),
+        (
+            "inference:\n  test_scales: [[480, 645], [640]]\n",
+            "inference.test_scales: expected a list of lists of 2 integers, got [[480, 645], [640]] (list)",
+        ),
+        ("train:\n  epoch: 30\n", "train: unknown keys ['epoch']"),
+        ("trian:\n  epochs: 30\n", "unknown sections ['trian']"),
+        ("train: 30\n", "train: expected a mapping of keys, got 30"),
+    ],
+)
 def test_a_wrong_key_or_type_is_one_line_naming_file_and_field(tmp_path, text, message):
     with pytest.raises(ValueError) as err:
         _load(tmp_path, "base: tiny\n" + text)

@@ -29,10 +29,12 @@ def base(tmp_path_factory):
     data = json.loads(ann.read_text())
     first, second, *_, last = [im["id"] for im in data["images"]]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] != last]  # a negative
-    extra = [{"image_id": first, "bbox": [10.25, 3.5, 20.125, 11.75]},
-             {"image_id": first, "bbox": [90.3, 50.7, 20, 20]},  # clipped to 97x61 on load
-             {"image_id": second, "bbox": [1, 2, 30, 20], "iscrowd": 1},
-             {"image_id": second, "bbox": [40, 20, 10, 10]}]
+    extra = [
+        {"image_id": first, "bbox": [10.25, 3.5, 20.125, 11.75]},
+        {"image_id": first, "bbox": [90.3, 50.7, 20, 20]},  # clipped to 97x61 on load
+        {"image_id": second, "bbox": [1, 2, 30, 20], "iscrowd": 1},
+        {"image_id": second, "bbox": [40, 20, 10, 10]},
+    ]
     for i, e in enumerate(extra):
         data["annotations"].append({"id": 1000 + i, "category_id": 1, "iscrowd": 0, **e})
     ann.write_text(json.dumps(data))
@@ -55,8 +57,7 @@ def test_round_trip_of_every_pair(base, src, dst, tmp_path):
     source = load_detection_set(sets[src])
     report = write_set(source, dst, tmp_path / "out")
     back = _by_name(load_detection_set(tmp_path / "out"))
-    expected = {name: r for name, r in _by_name(original).items()
-                if len(r.boxes) or ({src, dst} <= HOLDS_NEGATIVES)}
+    expected = {name: r for name, r in _by_name(original).items() if len(r.boxes) or ({src, dst} <= HOLDS_NEGATIVES)}
     assert sorted(back) == sorted(expected)
     atol = 0.01 if "yolo" in (src, dst) else 1e-4
     for name, rec in expected.items():

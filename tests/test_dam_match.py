@@ -41,12 +41,16 @@ def _assert_same(ref: DamMatch, got: DamMatch):
 # and a1: below T1 = 0.35, so a1 goes to step 2).
 ANCHORS = _t([[0, 0, 10, 10], [10, 0, 20, 10], [0, 20, 10, 30], [40, 40, 50, 50]])
 GTS = _t([[[0, 0, 10, 10], [5, 0, 15, 10]]])
-PREDS = _t([[
-    [30, 30, 40, 40],  # a0 passes step 1, its regressed box is never looked at
-    [5, 0, 15, 10],  # a1's box lands exactly on g1: IoU 1 > T2 -> compensated
-    [0, 1, 10, 11],  # a2's box vs g0: 90 / 110 = 0.818 > T2 -> compensated (vs g1: 45 / 155)
-    [0, 0, 10, 15],  # a3's box vs g0: 100 / 150 = 0.667, not > T2 -> negative
-]])
+PREDS = _t(
+    [
+        [
+            [30, 30, 40, 40],  # a0 passes step 1, its regressed box is never looked at
+            [5, 0, 15, 10],  # a1's box lands exactly on g1: IoU 1 > T2 -> compensated
+            [0, 1, 10, 11],  # a2's box vs g0: 90 / 110 = 0.818 > T2 -> compensated (vs g1: 45 / 155)
+            [0, 0, 10, 15],  # a3's box vs g0: 100 / 150 = 0.667, not > T2 -> negative
+        ]
+    ]
+)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -129,7 +133,9 @@ def test_no_faces(impl):
 def test_empty_anchor_set_and_empty_batch(impl):
     m = dam_match(torch.zeros(0, 4), torch.zeros(2, 0, 4), _t([[[0, 0, 1, 1]]] * 2), [1, 1], impl=impl)
     assert m.labels.shape == m.gt_index.shape == m.iou.shape == (2, 0)
-    m = dam_match(_t([[0, 0, 1, 1]]), torch.zeros(0, 1, 4), torch.zeros(0, 3, 4), torch.zeros(0, dtype=torch.int64), impl=impl)
+    m = dam_match(
+        _t([[0, 0, 1, 1]]), torch.zeros(0, 1, 4), torch.zeros(0, 3, 4), torch.zeros(0, dtype=torch.int64), impl=impl
+    )
     assert m.labels.shape == (0, 1)
 
 
@@ -156,14 +162,18 @@ def test_box_iou_matches_hand_values():
 @pytest.mark.parametrize("impl", IMPLS)
 def test_best_anchor_fallback(impl):
     anchors = _t([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]])
-    gts = _t([[
-        [0, 0, 4, 4],  # g0: best anchor a0 with 16 / 100 < T1
-        [0, 0, 5, 5],  # g1: also wants a0 with 25 / 100: higher, takes it
-        [20, 0, 30, 10],  # g2: a1 matched in step 1
-        [21, 0, 24, 3],  # g3: best anchor a1 (9 / 100) but a1 is a step-1 match: not taken
-        [40, 0, 44, 4],  # g4: takes a2 (16 / 100)
-        [200, 200, 210, 210],  # g5: overlaps no anchor: nothing
-    ]])
+    gts = _t(
+        [
+            [
+                [0, 0, 4, 4],  # g0: best anchor a0 with 16 / 100 < T1
+                [0, 0, 5, 5],  # g1: also wants a0 with 25 / 100: higher, takes it
+                [20, 0, 30, 10],  # g2: a1 matched in step 1
+                [21, 0, 24, 3],  # g3: best anchor a1 (9 / 100) but a1 is a step-1 match: not taken
+                [40, 0, 44, 4],  # g4: takes a2 (16 / 100)
+                [200, 200, 210, 210],  # g5: overlaps no anchor: nothing
+            ]
+        ]
+    )
     preds = anchors[None].clone()
     preds[0, 2] = torch.tensor([40.0, 0, 44, 4])  # a2 is compensated in step 2 for g4 ...
     off = dam_match(anchors, preds, gts, [6], impl=impl)

@@ -20,14 +20,32 @@ def _free_port() -> int:
 def _rank_main(rank: int, world: int, port: int, data: str, out: str) -> None:
     # what torchrun sets for each process
     os.environ.update(
-        {"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank),
-         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        {
+            "WORLD_SIZE": str(world),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
     )
     torch.set_num_threads(1)
     from acfd.training.trainer import TrainOptions, train
 
-    result = train(TrainOptions(data=data, out=out, preset="tiny", epochs=1, batch=4, size=128,
-                                workers=0, progress=False, max_iters=2, seed=0, kernels="torch"))
+    result = train(
+        TrainOptions(
+            data=data,
+            out=out,
+            preset="tiny",
+            epochs=1,
+            batch=4,
+            size=128,
+            workers=0,
+            progress=False,
+            max_iters=2,
+            seed=0,
+            kernels="torch",
+        )
+    )
     torch.save({k: v.clone() for k, v in result.model.state_dict().items()}, os.path.join(out, f"rank{rank}.pt"))
 
 
@@ -55,4 +73,11 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     init = build_model("tiny").state_dict()
     assert any(not torch.equal(init[k], w0[k]) for k in w0 if w0[k].is_floating_point())
     assert sorted(p.name for p in out.iterdir()) == [
-        "command.txt", "config.yaml", "curves.png", "last.pt", "metrics.csv", "rank0.pt", "rank1.pt"]
+        "command.txt",
+        "config.yaml",
+        "curves.png",
+        "last.pt",
+        "metrics.csv",
+        "rank0.pt",
+        "rank1.pt",
+    ]

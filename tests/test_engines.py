@@ -177,7 +177,10 @@ def test_default_engine_is_int8_openvino_with_a_fallback_line(export):
         (lambda m: m.pop("test_scales"), "test_scales: missing"),
         (lambda m: m.update(test_scales=[[288, "387"]]), "test_scales[0]: expected a (height, width) pair"),
         (lambda m: m["postprocess"].update(nms_iou=1.5), "postprocess.nms_iou: expected a number in [0, 1]"),
-        (lambda m: m["postprocess"].update(max_detections="100"), "postprocess.max_detections: expected a positive integer"),
+        (
+            lambda m: m["postprocess"].update(max_detections="100"),
+            "postprocess.max_detections: expected a positive integer",
+        ),
         (lambda m: m["onnx"].update(input_layout="NCHW"), "onnx.input_layout: expected one of ['NHWC']"),
         (lambda m: m["onnx"].pop("file"), "onnx.file: missing"),
         (lambda m: m.update(int8={"calibration": {}}), "int8: expected null or an object naming its file"),
@@ -190,7 +193,9 @@ def test_a_wrong_or_missing_field_fails_at_load_naming_it(export, tmp_path, chan
     (tmp_path / "export.json").write_text(json.dumps(data))
     with pytest.raises(ManifestError) as info:
         read_manifest(tmp_path)
-    assert needle in str(info.value) and str(tmp_path / "export.json") in str(info.value) and "\n" not in str(info.value)
+    assert (
+        needle in str(info.value) and str(tmp_path / "export.json") in str(info.value) and "\n" not in str(info.value)
+    )
 
 
 def test_manifest_round_trips_through_the_dataclass(export, tmp_path):

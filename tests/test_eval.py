@@ -82,8 +82,20 @@ def synth_dir(tmp_path_factory):
 def test_acfd_eval_preset_on_a_generated_set(synth_dir, tmp_path, capsys):
     plot, report = tmp_path / "pr.png", tmp_path / "eval.json"
     code = main(
-        ["eval", "--preset", "tiny", "--data", str(synth_dir), "--limit", "1", "--no-progress",
-         "--plot", str(plot), "--json", str(report)]
+        [
+            "eval",
+            "--preset",
+            "tiny",
+            "--data",
+            str(synth_dir),
+            "--limit",
+            "1",
+            "--no-progress",
+            "--plot",
+            str(plot),
+            "--json",
+            str(report),
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0

@@ -141,10 +141,18 @@ def test_manifest_values(exported):
     assert manifest["strides"] == list(STRIDES)
     assert manifest["anchors_per_scale"]["640x640"] == 34125  # DESIGN.md: 34,125 anchors at 640 x 640
     assert manifest["anchors_per_scale"] == {f"{h}x{w}": expected_anchor_count(h, w) for h, w in SCALES}
-    assert manifest["postprocess"] == {"score_threshold": 0.08, "pre_nms_topk": 1000, "nms_iou": 0.55, "max_detections": 100,
-                                       "display_threshold": 0.5}
+    assert manifest["postprocess"] == {
+        "score_threshold": 0.08,
+        "pre_nms_topk": 1000,
+        "nms_iou": 0.55,
+        "max_detections": 100,
+        "display_threshold": 0.5,
+    }
     assert manifest["tensorrt"] is None
-    assert manifest["int8"]["file"] == "model.int8.onnx" and manifest["int8"]["calibration"]["source"] == "generated scenes"
+    assert (
+        manifest["int8"]["file"] == "model.int8.onnx"
+        and manifest["int8"]["calibration"]["source"] == "generated scenes"
+    )
 
 
 def test_graph_is_valid_fused_and_dynamic(exported):
@@ -202,7 +210,9 @@ def test_self_check_catches_a_size_frozen_by_tracing(tmp_path):
     path = tmp_path / "frozen.onnx"
     trace_onnx(FrozenAnchors(), path, 17, example_shape=(2, 64, 96, 3))
     # 513 anchors at 64 x 96; 2244 + 561 + 153 + 45 + 15 + 6 = 3024 at 136 x 264
-    with pytest.raises(ExportError, match=r"frozen.onnx: at input \[1, 136, 264, 3\] .* scores \[1, 513\] .* want \[1, 3024\]"):
+    with pytest.raises(
+        ExportError, match=r"frozen.onnx: at input \[1, 136, 264, 3\] .* scores \[1, 513\] .* want \[1, 3024\]"
+    ):
         verify_onnx(path, FrozenAnchors(), load_preset("tiny"), shape=(1, 136, 264, 3))
 
 
@@ -260,9 +270,13 @@ def test_foreign_torch_file(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "flags,needle",
-    [(["--opset", "5"], "opset 5"), (["--fp16"], "--tensorrt"), (["--max-batch", "0"], "max batch 0"),
-     (["--calibration", "/nonexistent/frames"], "--calibration /nonexistent/frames: no such folder"),
-     (["--calibration-images", "0"], "--calibration-images 0: want at least 1")],
+    [
+        (["--opset", "5"], "opset 5"),
+        (["--fp16"], "--tensorrt"),
+        (["--max-batch", "0"], "max batch 0"),
+        (["--calibration", "/nonexistent/frames"], "--calibration /nonexistent/frames: no such folder"),
+        (["--calibration-images", "0"], "--calibration-images 0: want at least 1"),
+    ],
 )
 def test_bad_option(exported, tmp_path, capsys, flags, needle):
     rc, lines = _export_cli(capsys, "--weights", str(exported["weights"]), "--out", str(tmp_path / "e"), *flags)
@@ -292,5 +306,7 @@ def test_repository_publishes_the_display_threshold(exported, tmp_path):
     assert text.count('key: "display_threshold"') == 1 and 'string_value: "0.37"' in text
     manifest["postprocess"]["display_threshold"] = 7
     (export / "export.json").write_text(json.dumps(manifest))
-    with pytest.raises(RepoError, match=r"export.json: postprocess.display_threshold: expected a number in \[0, 1\], got 7"):
+    with pytest.raises(
+        RepoError, match=r"export.json: postprocess.display_threshold: expected a number in \[0, 1\], got 7"
+    ):
         build_repository(export, tmp_path / "repo2")

@@ -49,29 +49,36 @@ def test_yolo_planted_problems(synth_sets, tmp_path):
     (root / "data.yaml").unlink()  # the bare images/ + labels/ pair
     (root / "labels" / "classes.txt").write_text("face\n")
     label = root / "labels" / "synth_00000.txt"
-    label.write_text("\n".join([
-        "0 0.5 0.5 0.25 0.5",        # 1 good: 24x32 at the centre of 96x64
-        "0 0.5 0.5",                 # 2 too few fields
-        "x 0.5 0.5 0.1 0.1",         # 3 class is not an id
-        "0 0.5 nan 0.1 0.1",         # 4 not finite
-        "0 48 32 10 10",             # 5 pixels, not normalised
-        "0 0.5 0.5 0 0.2",           # 6 zero width: dropped
-        "0 0.95 0.5 0.2 0.2",        # 7 crosses the right border: clipped
-        "0 0.1 0.1 0.2 0.1 0.2 0.3", # 8 a polygon: its bounding box
-    ]) + "\n")
+    label.write_text(
+        "\n".join(
+            [
+                "0 0.5 0.5 0.25 0.5",  # 1 good: 24x32 at the centre of 96x64
+                "0 0.5 0.5",  # 2 too few fields
+                "x 0.5 0.5 0.1 0.1",  # 3 class is not an id
+                "0 0.5 nan 0.1 0.1",  # 4 not finite
+                "0 48 32 10 10",  # 5 pixels, not normalised
+                "0 0.5 0.5 0 0.2",  # 6 zero width: dropped
+                "0 0.95 0.5 0.2 0.2",  # 7 crosses the right border: clipped
+                "0 0.1 0.1 0.2 0.1 0.2 0.3",  # 8 a polygon: its bounding box
+            ]
+        )
+        + "\n"
+    )
     (root / "labels" / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # a label file without an image
     (root / "labels" / "synth_00001.txt").unlink()  # an image without a label file: a negative
     (root / "images" / "broken.png").write_bytes(b"not an image")
     ds = load_detection_set(root)
     where = sorted(p.split(": ")[0] for p in ds.problems)
-    assert where == sorted([f"{label}:{n}" for n in (2, 3, 4, 5, 6)] + [str(root / "labels" / "ghost.txt"),
-                                                                         str(root / "images")])
+    assert where == sorted(
+        [f"{label}:{n}" for n in (2, 3, 4, 5, 6)] + [str(root / "labels" / "ghost.txt"), str(root / "images")]
+    )
     text = "\n".join(ds.problems)
     assert "got 3 fields" in text and "'x'" in text and "pixels?" in text and "without an image" in text
     assert (ds.bad_entries, ds.dropped, ds.clipped, ds.orphan_labels, ds.unreadable_images) == (4, 1, 1, 1, 1)
     boxes = _boxes(ds)
-    np.testing.assert_allclose(boxes["synth_00000.png"], [[36, 16, 60, 48], [81.6, 25.6, 96, 38.4],
-                                                          [9.6, 6.4, 19.2, 19.2]], atol=1e-4)
+    np.testing.assert_allclose(
+        boxes["synth_00000.png"], [[36, 16, 60, 48], [81.6, 25.6, 96, 38.4], [9.6, 6.4, 19.2, 19.2]], atol=1e-4
+    )
     assert len(boxes["synth_00001.png"]) == 0 and ds.class_name == "face"
 
 
@@ -84,7 +91,9 @@ def test_yolo_data_yaml_splits_classes_and_non_ascii_names(synth_sets, tmp_path)
     (root / "valid" / "labels" / "synth_00003.txt").write_text("1 0.5 0.5 0.5 0.5\n")
     yaml_file = root / "data.yaml"
     yaml_file.write_text("train: train/images\nval: valid/images\nnc: 2\nnames: ['顔', 'Gesicht']\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"several classes \(顔 \(id 0\), Gesicht \(id 1\)\); choose one with --category"):
+    with pytest.raises(
+        ValueError, match=r"several classes \(顔 \(id 0\), Gesicht \(id 1\)\); choose one with --category"
+    ):
         load_detection_set(yaml_file)
     train = load_detection_set(root, category="顔")  # the folder finds its data.yaml; train by default
     assert (train.split, train.faces, train.other_category, train.images) == ("train", 1, 1, 5)
@@ -99,7 +108,8 @@ def test_yolo_data_yaml_splits_classes_and_non_ascii_names(synth_sets, tmp_path)
 def test_voc_planted_problems_difficult_and_classes(synth_sets, tmp_path):
     root = _copy(synth_sets, "voc", tmp_path)
     ann = root / "Annotations"
-    (ann / "synth_00000.xml").write_text("""<?xml version="1.0" encoding="utf-8"?>
+    (ann / "synth_00000.xml").write_text(
+        """<?xml version="1.0" encoding="utf-8"?>
 <annotation>
   <filename>synth_00000.png</filename>
   <size><width>96</width><height>64</height><depth>3</depth></size>
@@ -115,7 +125,9 @@ def test_voc_planted_problems_difficult_and_classes(synth_sets, tmp_path):
     <bndbox><xmin>81</xmin><ymin>51</ymin><xmax>120</xmax><ymax>70</ymax></bndbox></object>
   <object><name>Körper</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>
 </annotation>
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     (ann / "synth_00001.xml").write_text("<annotation><filename>synth_00001.png</filename><object>")  # broken
     (ann / "gone.xml").write_text("<annotation><filename>gone.png</filename></annotation>")  # missing image
     (ann / "other.xml").write_text("<notvoc/>")
@@ -126,8 +138,9 @@ def test_voc_planted_problems_difficult_and_classes(synth_sets, tmp_path):
     ds = load_detection_set(root, category="Gesicht")
     where = sorted(p.split(": ")[0] for p in ds.problems)
     first = ann / "synth_00000.xml"
-    assert where == sorted([f"{first}:9", f"{first}:11", f"{ann / 'synth_00001.xml'}:1",
-                            f"{ann / 'gone.xml'}:1", f"{ann / 'other.xml'}:1"])
+    assert where == sorted(
+        [f"{first}:9", f"{first}:11", f"{ann / 'synth_00001.xml'}:1", f"{ann / 'gone.xml'}:1", f"{ann / 'other.xml'}:1"]
+    )
     assert "not valid XML" in "\n".join(ds.problems) and "gone.png" in "\n".join(ds.problems)
     assert (ds.difficult, ds.other_category, ds.dropped, ds.clipped, ds.missing_images) == (1, 1, 1, 1, 1)
     rec = next(r for r in ds.records if r.path.name == "synth_00000.png")
@@ -143,7 +156,9 @@ def test_voc_image_sets_choose_a_split(synth_sets, tmp_path):
     (root / "ImageSets" / "Main" / "val.txt").write_text("synth_00001\nsynth_00004\nnope\n")
     ds = load_detection_set(root, split="val")
     assert sorted(r.path.name for r in ds.records) == ["synth_00001.png", "synth_00004.png"]
-    assert ds.problems == [f"{root / 'ImageSets/Main/val.txt'}:3: no annotation file nope.xml in {root / 'Annotations'}"]
+    assert ds.problems == [
+        f"{root / 'ImageSets/Main/val.txt'}:3: no annotation file nope.xml in {root / 'Annotations'}"
+    ]
     assert load_detection_set(root, split="train").images == 5  # no train.txt: every annotation file
 
 
@@ -151,8 +166,11 @@ def test_format_detection_and_forcing(synth_sets, tmp_path):
     both = tmp_path / "both"
     shutil.copytree(synth_sets / "yolo", both)
     shutil.copy(synth_sets / "coco" / "annotations.json", both / "annotations.json")
-    with pytest.raises(ValueError, match=r"several formats: coco \(annotations.json\), yolo \(data.yaml\); "
-                                         r"choose one with --format"):
+    with pytest.raises(
+        ValueError,
+        match=r"several formats: coco \(annotations.json\), yolo \(data.yaml\); "
+        r"choose one with --format",
+    ):
         load_detection_set(both)
     assert load_detection_set(both, format="yolo").format == "yolo"
     assert load_detection_set(both, format="coco").faces == load_detection_set(both, format="yolo").faces

@@ -27,12 +27,19 @@ from acfd.training.loss import DetectionLoss, anchor_iof
 GT = [np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32), np.zeros((0, 4), np.float32)]
 IGNORE = [np.array([[50, 0, 70, 20]], np.float32), np.array([[0, 0, 40, 40]], np.float32)]
 DETECTIONS = [
-    (np.array([[0, 0, 10, 10],        # 0.9: G1, true positive
-               [52, 2, 62, 12],       # 0.8: all of it inside R: dropped (without ignore: false positive)
-               [20, 0, 30, 10],       # 0.7: G2, true positive
-               [100, 100, 110, 110],  # 0.6: false positive
-               [65, 0, 77, 10]],      # 0.5: 5x10 of its 12x10 inside R = 0.42 < 0.5: false positive either way
-              np.float32), np.array([0.9, 0.8, 0.7, 0.6, 0.5])),
+    (
+        np.array(
+            [
+                [0, 0, 10, 10],  # 0.9: G1, true positive
+                [52, 2, 62, 12],  # 0.8: all of it inside R: dropped (without ignore: false positive)
+                [20, 0, 30, 10],  # 0.7: G2, true positive
+                [100, 100, 110, 110],  # 0.6: false positive
+                [65, 0, 77, 10],
+            ],  # 0.5: 5x10 of its 12x10 inside R = 0.42 < 0.5: false positive either way
+            np.float32,
+        ),
+        np.array([0.9, 0.8, 0.7, 0.6, 0.5]),
+    ),
     (np.array([[5, 5, 15, 15]], np.float32), np.array([0.85])),  # 0.85: inside R2: dropped / false positive
 ]
 
@@ -61,8 +68,9 @@ def test_eval_with_and_without_ignore_regions_hand_computed():
 def test_a_face_match_wins_over_an_ignore_region():
     # A detection on a face that also lies inside an ignore region is a true positive.
     dets = [(np.array([[0, 0, 10, 10]], np.float32), np.array([0.9]))]
-    result = average_precision(dets, [np.array([[0, 0, 10, 10]], np.float32)], 0.5,
-                               [np.array([[0, 0, 40, 40]], np.float32)])
+    result = average_precision(
+        dets, [np.array([[0, 0, 10, 10]], np.float32)], 0.5, [np.array([[0, 0, 40, 40]], np.float32)]
+    )
     assert (result.true_positives, result.ignored, result.ap) == (1, 0, 1.0)
 
 
@@ -107,8 +115,10 @@ def test_ignored_anchors_cost_nothing_in_the_triton_kernels_too():
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    args = [t.to(device) for t in (LOGITS, torch.zeros(1, 5, 4), ANCHORS, FACES, torch.tensor([1]), REGIONS,
-                                   torch.tensor([2]))]
+    args = [
+        t.to(device)
+        for t in (LOGITS, torch.zeros(1, 5, 4), ANCHORS, FACES, torch.tensor([1]), REGIONS, torch.tensor([2]))
+    ]
     ref = DetectionLoss(CFG, kernels="torch")(*args)
     logits = args[0].clone().requires_grad_(True)
     tri = DetectionLoss(CFG, kernels="triton")(logits, *args[1:])
@@ -126,10 +136,18 @@ def _png(path, w, h, seed=0):
 
 def test_coco_crowd_boxes_are_ignore_regions(tmp_path):
     _png(tmp_path / "a.png", 80, 60)
-    (tmp_path / "ann.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "face"}],
-        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]},
-                        {"image_id": 1, "category_id": 1, "bbox": [30, 20, 60, 30], "iscrowd": 1}]}))
+    (tmp_path / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png"}],
+                "categories": [{"id": 1, "name": "face"}],
+                "annotations": [
+                    {"image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]},
+                    {"image_id": 1, "category_id": 1, "bbox": [30, 20, 60, 30], "iscrowd": 1},
+                ],
+            }
+        )
+    )
     ds = load_detection_set(tmp_path / "ann.json")
     np.testing.assert_array_equal(ds.records[0].boxes, [[1, 2, 11, 12]])
     np.testing.assert_array_equal(ds.records[0].ignore, [[30, 20, 80, 50]])  # clipped to the image
@@ -162,8 +180,13 @@ def test_augment_maps_ignore_regions_without_changing_the_sample():
 
 def test_dataset_and_collate_carry_ignore_regions(tmp_path):
     _png(tmp_path / "a.png", 100, 50)
-    rec = ImageRecord(tmp_path / "a.png", np.array([[40, 10, 60, 20]], np.float32), 100, 50,
-                      ignore=np.array([[0, 0, 50, 25]], np.float32))
+    rec = ImageRecord(
+        tmp_path / "a.png",
+        np.array([[40, 10, 60, 20]], np.float32),
+        100,
+        50,
+        ignore=np.array([[0, 0, 50, 25]], np.float32),
+    )
     image, boxes, ignore = DetectionDataset([rec], train=False, size=200)[0]
     np.testing.assert_allclose(ignore.numpy(), [[0, 0, 100, 100]])
     plain = ImageRecord(tmp_path / "a.png", np.zeros((0, 4), np.float32), 100, 50)
@@ -178,8 +201,10 @@ def test_a_voc_difficult_face_is_ignored_in_a_training_step(tmp_path):
     from acfd.training.config import load_preset
     from acfd.training.model import build_model
 
-    assert main(["synth", str(tmp_path / "voc"), "--format", "voc", "--images", "3", "--seed", "2",
-                 "--size", "128x96"]) == 0
+    assert (
+        main(["synth", str(tmp_path / "voc"), "--format", "voc", "--images", "3", "--seed", "2", "--size", "128x96"])
+        == 0
+    )
     for xml in (tmp_path / "voc" / "Annotations").glob("*.xml"):  # every first face made difficult
         xml.write_text(xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
     ds = load_detection_set(tmp_path / "voc")
@@ -190,5 +215,7 @@ def test_a_voc_difficult_face_is_ignored_in_a_training_step(tmp_path):
     torch.manual_seed(0)
     model = build_model(preset)
     logits, deltas = model(images)
-    parts = DetectionLoss(preset.train, "torch")(logits, deltas, model.anchors(96, 96), gt, count, regions, region_count)
+    parts = DetectionLoss(preset.train, "torch")(
+        logits, deltas, model.anchors(96, 96), gt, count, regions, region_count
+    )
     assert parts.ignored > 0 and torch.isfinite(parts.total)

@@ -49,12 +49,14 @@ def imports_of(path: Path, top_level_only: bool = False) -> set[str]:
     """Every ``acfd`` module a file imports, at top level or (unless ``top_level_only``) inside functions."""
     found = set()
     tree = ast.parse(path.read_text(), filename=str(path))
-    for node in (tree.body if top_level_only else ast.walk(tree)):
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("acfd"))
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("acfd") and node.level == 0:
             found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names if module_file(f"{node.module}.{alias.name}"))
+            found.update(
+                f"{node.module}.{alias.name}" for alias in node.names if module_file(f"{node.module}.{alias.name}")
+            )
     return found
 
 
@@ -105,5 +107,16 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
 def test_every_folder_is_named_in_the_readme_layout():
     readme = (ROOT / "README.md").read_text()
     layout = readme[readme.index("## Layout") :]
-    for folder in ("acfd/", "training/", "kernels/", "serving/", "model_repository/", "clients/", "benchmarks/", "tests/", "scripts/", "docs/"):
+    for folder in (
+        "acfd/",
+        "training/",
+        "kernels/",
+        "serving/",
+        "model_repository/",
+        "clients/",
+        "benchmarks/",
+        "tests/",
+        "scripts/",
+        "docs/",
+    ):
         assert f"`{folder}" in layout, f"README's layout table does not name {folder}"

@@ -110,7 +110,8 @@ def test_kernel_matches_reference(dtype, shape):
 
 @needs_triton
 @pytest.mark.parametrize(
-    "probs", [(1.0, 0.0, 0.0), (0.9, 0.0, 0.1), (0.9, 0.1, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)],
+    "probs",
+    [(1.0, 0.0, 0.0), (0.9, 0.0, 0.1), (0.9, 0.1, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)],
     ids=["all-negative", "no-psi1", "no-psi2", "all-psi2", "all-psi1"],
 )
 def test_kernel_label_edge_cases(probs):

@@ -32,7 +32,7 @@ def _rect_image(rng, h, w):
         x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
         if any(x < b[2] + 4 and b[0] < x + bw + 4 and y < b[3] + 4 and b[1] < y + bh + 4 for b in boxes):
             continue  # keep rectangles apart, so each box is its own white blob
-        image[y:y + bh, x:x + bw] = 255
+        image[y : y + bh, x : x + bw] = 255
         boxes.append((x, y, x + bw, y + bh))
     return image, np.array(boxes, np.float32).reshape(-1, 4)
 
@@ -52,11 +52,11 @@ def test_mosaic_boxes_sit_on_their_white_pixels():
         for x1, y1, x2, y2 in boxes:
             if min(x2 - x1, y2 - y1) < 6:
                 continue
-            inner = white[int(np.ceil(y1)) + 1:int(y2) - 1, int(np.ceil(x1)) + 1:int(x2) - 1]
+            inner = white[int(np.ceil(y1)) + 1 : int(y2) - 1, int(np.ceil(x1)) + 1 : int(x2) - 1]
             assert inner.mean() > 0.97, (seed, (x1, y1, x2, y2), inner.mean())
             checked += 1
         for x1, y1, x2, y2 in boxes:
-            covered[max(0, int(y1) - 2):int(np.ceil(y2)) + 2, max(0, int(x1) - 2):int(np.ceil(x2)) + 2] = True
+            covered[max(0, int(y1) - 2) : int(np.ceil(y2)) + 2, max(0, int(x1) - 2) : int(np.ceil(x2)) + 2] = True
         # white outside every box is only from faces that were cut and dropped (< 40% left)
         stray = white & ~covered
         assert stray.sum() <= 0.6 * max(white.sum(), 1) + 50
@@ -85,8 +85,14 @@ def rect_records(tmp_path_factory):
 
 
 def test_multiscale_batches_one_size_each_and_repeatable(rect_records):
-    ds = DetectionDataset(rect_records, train=True, size=96, seed=1, augment_config=AugmentConfig(size=96, color_prob=0.0),
-                          mosaic_prob=0.5)
+    ds = DetectionDataset(
+        rect_records,
+        train=True,
+        size=96,
+        seed=1,
+        augment_config=AugmentConfig(size=96, color_prob=0.0),
+        mosaic_prob=0.5,
+    )
     sampler = torch.utils.data.RandomSampler(ds)
     sampler.set_epoch = lambda epoch: None
     batches = MultiScaleBatches(sampler, 2, (64, 96, 128), seed=3)
@@ -111,7 +117,7 @@ def test_multiscale_batches_one_size_each_and_repeatable(rect_records):
                 white = image.min(axis=2) > 190
                 for x1, y1, x2, y2 in boxes:
                     if min(x2 - x1, y2 - y1) >= 6:
-                        inner = white[int(np.ceil(y1)) + 1:int(y2) - 1, int(np.ceil(x1)) + 1:int(x2) - 1]
+                        inner = white[int(np.ceil(y1)) + 1 : int(y2) - 1, int(np.ceil(x1)) + 1 : int(x2) - 1]
                         assert inner.mean() > 0.97
                         checked += 1
     assert checked >= 40
@@ -130,7 +136,9 @@ def test_mosaic_switches_off_for_the_last_epochs(rect_records):
 def _serving_preprocess():
     """The preprocess python model of the Triton repository, with a stand-in for the backend module."""
     sys.modules.setdefault("triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
-    spec = importlib.util.spec_from_file_location("acfd_preprocess_model", REPO / "model_repository/preprocess/1/model.py")
+    spec = importlib.util.spec_from_file_location(
+        "acfd_preprocess_model", REPO / "model_repository/preprocess/1/model.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.TritonPythonModel()

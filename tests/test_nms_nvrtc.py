@@ -34,12 +34,14 @@ def test_a_source_that_does_not_compile_raises_one_line():
 
 
 def test_ptxas_report_is_parsed_per_kernel():
-    log = ("ptxas info    : Compiling entry function 'a' for 'sm_90'\nptxas info    : Function properties for a\n"
-           "ptxas         .     8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
-           "ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem\n"
-           "ptxas info    : Compiling entry function 'b' for 'sm_90'\nptxas info    : Function properties for b\n"
-           "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
-           "ptxas info    : Used 18 registers, used 1 barriers\n")
+    log = (
+        "ptxas info    : Compiling entry function 'a' for 'sm_90'\nptxas info    : Function properties for a\n"
+        "ptxas         .     8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
+        "ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem\n"
+        "ptxas info    : Compiling entry function 'b' for 'sm_90'\nptxas info    : Function properties for b\n"
+        "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+        "ptxas info    : Used 18 registers, used 1 barriers\n"
+    )
     assert nvrtc.ptxas_resources(log) == {
         "a": {"registers": 40, "stack_frame": 8, "spill_stores": 4, "spill_loads": 4, "shared_memory": 1024},
         "b": {"registers": 18, "stack_frame": 0, "spill_stores": 0, "spill_loads": 0, "shared_memory": 0},

@@ -9,12 +9,19 @@ from acfd.training.evaluation.operating_point import at_threshold, best_f1
 def _case():
     # image 0: a 20 px face (found at 0.9), a 50 px face (found at 0.4), a false box at 0.6
     # image 1: a 120 px face (found at 0.8), a false box at 0.3; image 2: no faces, a false box at 0.7
-    gts = [np.array([[0, 0, 20, 20], [100, 100, 150, 150]], np.float32),
-           np.array([[0, 0, 120, 120]], np.float32), np.zeros((0, 4), np.float32)]
-    dets = [(np.array([[0, 0, 20, 20], [100, 100, 150, 150], [300, 300, 340, 340]], np.float32),
-             np.array([0.9, 0.4, 0.6], np.float32)),
-            (np.array([[0, 0, 118, 120], [200, 0, 260, 60]], np.float32), np.array([0.8, 0.3], np.float32)),
-            (np.array([[10, 10, 50, 50]], np.float32), np.array([0.7], np.float32))]
+    gts = [
+        np.array([[0, 0, 20, 20], [100, 100, 150, 150]], np.float32),
+        np.array([[0, 0, 120, 120]], np.float32),
+        np.zeros((0, 4), np.float32),
+    ]
+    dets = [
+        (
+            np.array([[0, 0, 20, 20], [100, 100, 150, 150], [300, 300, 340, 340]], np.float32),
+            np.array([0.9, 0.4, 0.6], np.float32),
+        ),
+        (np.array([[0, 0, 118, 120], [200, 0, 260, 60]], np.float32), np.array([0.8, 0.3], np.float32)),
+        (np.array([[10, 10, 50, 50]], np.float32), np.array([0.7], np.float32)),
+    ]
     return dets, gts
 
 
@@ -24,9 +31,11 @@ def test_at_threshold_by_hand():
     assert (at["true_positives"], at["false_positives"]) == (2, 2)
     assert at["precision"] == 0.5 and abs(at["recall"] - 2 / 3) < 1e-12
     assert abs(at["f1"] - 2 * 0.5 * (2 / 3) / (0.5 + 2 / 3)) < 1e-12
-    assert at["recall_by_size"] == {"<32": {"found": 1, "faces": 1, "recall": 1.0},
-                                    "32-96": {"found": 0, "faces": 1, "recall": 0.0},
-                                    ">=96": {"found": 1, "faces": 1, "recall": 1.0}}
+    assert at["recall_by_size"] == {
+        "<32": {"found": 1, "faces": 1, "recall": 1.0},
+        "32-96": {"found": 0, "faces": 1, "recall": 0.0},
+        ">=96": {"found": 1, "faces": 1, "recall": 1.0},
+    }
     everything = at_threshold(dets, gts, 0.0)
     assert everything["recall"] == 1.0 and everything["false_positives"] == 3
     nothing = at_threshold(dets, gts, 0.95)

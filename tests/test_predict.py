@@ -180,7 +180,11 @@ def test_predict_on_a_video_and_a_folder_matches_the_detector(detector, scenes, 
                       "--every", "2", "--start", "1", "--save-crops", "--json"])  # fmt: skip
     printed = capsys.readouterr()
     assert code == 1  # two inputs failed: the broken PNG and the missing file, one line each
-    errors = [line for line in printed.err.splitlines() if line.startswith("acfd predict:") and ("missing.mp4" in line or "broken.png" in line)]
+    errors = [
+        line
+        for line in printed.err.splitlines()
+        if line.startswith("acfd predict:") and ("missing.mp4" in line or "broken.png" in line)
+    ]
     assert len(errors) == 2
     records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
     assert [json.loads(line) for line in printed.out.splitlines()] == records  # --json echoes them
@@ -193,7 +197,9 @@ def test_predict_on_a_video_and_a_folder_matches_the_detector(detector, scenes, 
         want = detector(decoded[record["frame"]])
         got = record["detections"]
         assert record["faces"] == len(got) == len(want)
-        assert_close([d["box"] for d in got], [d["score"] for d in got], want.boxes, want.scores, f"frame {record['frame']}")
+        assert_close(
+            [d["box"] for d in got], [d["score"] for d in got], want.boxes, want.scores, f"frame {record['frame']}"
+        )
     image_records = {r["source"]: r for r in records if r["frame"] is None}
     for i in range(2):
         record = image_records[str(folder / "inner" / f"s{i}.png")]

@@ -23,9 +23,13 @@ def test_package_weights_keeps_the_model_and_sets_scales_for_its_training_size(t
     source = read_checkpoint(DEFAULT_WEIGHTS)
     # a full training checkpoint at 256 whose preset still holds the paper's scales
     full = dict(source, optimizer={"state": {}}, rng={"torch": torch.get_rng_state()})
-    full["preset"] = dict(full["preset"], train=dict(full["preset"]["train"], input_size=256),
-                          inference=dict(full["preset"]["inference"], single_scale=(256, 256),
-                                         test_scales=((480, 645), (640, 860), (800, 1075))))
+    full["preset"] = dict(
+        full["preset"],
+        train=dict(full["preset"]["train"], input_size=256),
+        inference=dict(
+            full["preset"]["inference"], single_scale=(256, 256), test_scales=((480, 645), (640, 860), (800, 1075))
+        ),
+    )
     torch.save(full, tmp_path / "best.pt")
     assert package.main([str(tmp_path / "best.pt"), str(tmp_path / "w.pt")]) == 0
     assert "test scales 192x258, 256x344, 320x430" in capsys.readouterr().out
@@ -47,8 +51,15 @@ def test_package_weights_takes_the_threshold_of_best_f1_and_named_scales(tmp_pat
     source = read_checkpoint(DEFAULT_WEIGHTS)
     torch.save(source, tmp_path / "best.pt")
     (tmp_path / "eval.json").write_text(json.dumps({"best_f1": {"f1": 0.7, "threshold": 0.41234}}))
-    argv = [str(tmp_path / "best.pt"), str(tmp_path / "w.pt"), "--threshold-from", str(tmp_path / "eval.json"),
-            "--scales", "300x400", "400x600"]
+    argv = [
+        str(tmp_path / "best.pt"),
+        str(tmp_path / "w.pt"),
+        "--threshold-from",
+        str(tmp_path / "eval.json"),
+        "--scales",
+        "300x400",
+        "400x600",
+    ]
     assert package.main(argv) == 0
     assert "display threshold 0.412" in capsys.readouterr().out
     _, preset, _ = load_model(tmp_path / "w.pt")

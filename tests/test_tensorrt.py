@@ -46,7 +46,12 @@ def test_per_scale_profiles():
         ShapeProfile((1, 800, 1075, 3), (2, 800, 1075, 3), (4, 800, 1075, 3)),
         ShapeProfile((1, 640, 640, 3), (2, 640, 640, 3), (4, 640, 640, 3)),
     ]
-    assert profiles[0].to_dict() == {"input": "images", "min": [1, 480, 645, 3], "opt": [2, 480, 645, 3], "max": [4, 480, 645, 3]}
+    assert profiles[0].to_dict() == {
+        "input": "images",
+        "min": [1, 480, 645, 3],
+        "opt": [2, 480, 645, 3],
+        "max": [4, 480, 645, 3],
+    }
 
 
 def test_profile_mode_and_batch_are_checked():
@@ -60,7 +65,9 @@ def test_profile_mode_and_batch_are_checked():
 
 def test_trtexec_command_line():
     profiles = [ShapeProfile((1, 480, 640, 3), (1, 640, 860, 3), (8, 800, 1075, 3))]
-    line = trtexec_command("e/model.onnx", "e/model.plan", profiles, fp16=True, timing_cache="/c/t.cache", workspace_mib=4096)
+    line = trtexec_command(
+        "e/model.onnx", "e/model.plan", profiles, fp16=True, timing_cache="/c/t.cache", workspace_mib=4096
+    )
     assert shlex.split(line) == [
         "trtexec",
         "--onnx=e/model.onnx",
@@ -187,8 +194,16 @@ def test_build_engine_drives_the_tensorrt_api(tiny_checkpoint, tmp_path, monkeyp
     fake = _FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     cache = tmp_path / "cache" / "timing.cache"
-    manifest = export_model(tiny_checkpoint, tmp_path / "e", tensorrt=True, fp16=True, max_batch=4,
-                            progress=False, timing_cache=cache, verify=False)
+    manifest = export_model(
+        tiny_checkpoint,
+        tmp_path / "e",
+        tensorrt=True,
+        fp16=True,
+        max_batch=4,
+        progress=False,
+        timing_cache=cache,
+        verify=False,
+    )
     want_profile = ("images", (1, 480, 640, 3), (1, 640, 860, 3), (4, 800, 1075, 3))
     assert fake.calls["onnx"] == str(tmp_path / "e" / "model.onnx")
     assert fake.calls["profiles"] == [want_profile] and fake.calls["flags"] == ["fp16"]
@@ -199,7 +214,9 @@ def test_build_engine_drives_the_tensorrt_api(tiny_checkpoint, tmp_path, monkeyp
     assert on_disk["tensorrt"] == manifest.tensorrt
     assert manifest.tensorrt["file"] == "model.plan" and manifest.tensorrt["fp16"] is True
     assert manifest.tensorrt["max_batch"] == 4
-    assert manifest.tensorrt["profiles"] == [{"input": "images", "min": [1, 480, 640, 3], "opt": [1, 640, 860, 3], "max": [4, 800, 1075, 3]}]
+    assert manifest.tensorrt["profiles"] == [
+        {"input": "images", "min": [1, 480, 640, 3], "opt": [1, 640, 860, 3], "max": [4, 800, 1075, 3]}
+    ]
     assert manifest.tensorrt["trtexec"].startswith("trtexec --onnx=")
     assert "trtexec --onnx=" in capsys.readouterr().out  # the equivalent command is printed
 

@@ -56,7 +56,9 @@ def _fixed_batch_loss(model, preset, data) -> float:
     model.train()
     with torch.no_grad():
         logits, deltas = model(images)
-        return float(DetectionLoss(preset.train, "torch")(logits, deltas, model.anchors(*images.shape[-2:]), gt, count).total)
+        return float(
+            DetectionLoss(preset.train, "torch")(logits, deltas, model.anchors(*images.shape[-2:]), gt, count).total
+        )
 
 
 @pytest.mark.slow
@@ -67,9 +69,32 @@ def test_cli_run_learns_and_writes_its_files(scenes, tmp_path, capsys):
     preset_file = tmp_path / "short.yaml"
     preset_file.write_text(SHORT_RUN_PRESET)
     run = tmp_path / "run"
-    args = ["train", "--data", str(scenes / "train"), "--val", str(scenes / "val"), "--preset", str(preset_file),
-            "--epochs", "12", "--batch", "4", "--out", str(run), "--size", SIZE, "--workers", "0",
-            "--eval-every", "6", "--log-every", "4", "--seed", "0", "--no-progress"]
+    args = [
+        "train",
+        "--data",
+        str(scenes / "train"),
+        "--val",
+        str(scenes / "val"),
+        "--preset",
+        str(preset_file),
+        "--epochs",
+        "12",
+        "--batch",
+        "4",
+        "--out",
+        str(run),
+        "--size",
+        SIZE,
+        "--workers",
+        "0",
+        "--eval-every",
+        "6",
+        "--log-every",
+        "4",
+        "--seed",
+        "0",
+        "--no-progress",
+    ]
     assert main(args) == 0
     for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "command.txt", "config.yaml"):
         assert (run / name).is_file(), name
@@ -97,8 +122,19 @@ def test_cli_run_learns_and_writes_its_files(scenes, tmp_path, capsys):
 
 
 def _opts(data, out, **kw):
-    base = dict(data=str(data), out=str(out), preset="tiny", epochs=3, batch=4, size=int(SIZE), workers=0,
-                progress=False, seed=7, kernels="torch", log_every=1)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        preset="tiny",
+        epochs=3,
+        batch=4,
+        size=int(SIZE),
+        workers=0,
+        progress=False,
+        seed=7,
+        kernels="torch",
+        log_every=1,
+    )
     base.update(kw)
     return TrainOptions(**base)
 
@@ -117,8 +153,11 @@ train:
 def _same_rng(a: dict, b: dict) -> bool:
     import numpy as np
 
-    return (a["python"] == b["python"] and torch.equal(a["torch"], b["torch"])
-            and all(np.array_equal(x, y) for x, y in zip(a["numpy"], b["numpy"])))
+    return (
+        a["python"] == b["python"]
+        and torch.equal(a["torch"], b["torch"])
+        and all(np.array_equal(x, y) for x, y in zip(a["numpy"], b["numpy"]))
+    )
 
 
 @pytest.mark.slow
@@ -197,8 +236,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(scenes, tmp_path, capsys,
 
     monkeypatch.setattr(trainer, "DetectionLoss", NanAtIteration3)
     run = tmp_path / "run"
-    args = ["train", "--data", str(scenes / "small"), "--preset", "tiny", "--epochs", "3", "--batch", "4",
-            "--out", str(run), "--size", SIZE, "--workers", "0", "--no-progress"]
+    args = [
+        "train",
+        "--data",
+        str(scenes / "small"),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "3",
+        "--batch",
+        "4",
+        "--out",
+        str(run),
+        "--size",
+        SIZE,
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "loss is nan at iteration 3 (epoch 2)" in err[0]
@@ -261,8 +316,17 @@ def test_init_starts_from_the_default_weights_with_a_fresh_schedule(scenes, tmp_
     from acfd.weights import DEFAULT_WEIGHTS
 
     # one iteration at the warm-up's first LR (1e-6): the weights barely leave the default model's
-    run = train(_opts(scenes / "small", tmp_path / "ft", preset="mid", init=str(DEFAULT_WEIGHTS), epochs=1,
-                      max_iters=1, warmup_iters=5))
+    run = train(
+        _opts(
+            scenes / "small",
+            tmp_path / "ft",
+            preset="mid",
+            init=str(DEFAULT_WEIGHTS),
+            epochs=1,
+            max_iters=1,
+            warmup_iters=5,
+        )
+    )
     assert run.status == "done"
     default = read_checkpoint(DEFAULT_WEIGHTS)["model"]
     tuned = read_checkpoint(tmp_path / "ft" / "last.pt")
@@ -309,11 +373,32 @@ def test_every_option_has_its_flag_and_comes_back_from_it():
     add_arguments(parser)
     flags = {a.dest for a in parser._actions} - {"help", "threads"}
     api_only = {f.name for f in dataclasses.fields(TrainOptions) if f.metadata["cli"] == {}}
-    assert flags == {f.name for f in dataclasses.fields(TrainOptions)} - api_only == set(vars(parser.parse_args(
-        ["--data", "d", "--out", "o"]))) - {"threads"}
-    opts = options_from_args(parser.parse_args(
-        ["--data", "d", "--out", "o", "--device", "cpu", "--workers", "0", "--lr-milestones", "2", "3", "--no-progress",
-         "--resume", "--max-minutes", "1.5"]))
+    assert (
+        flags
+        == {f.name for f in dataclasses.fields(TrainOptions)} - api_only
+        == set(vars(parser.parse_args(["--data", "d", "--out", "o"]))) - {"threads"}
+    )
+    opts = options_from_args(
+        parser.parse_args(
+            [
+                "--data",
+                "d",
+                "--out",
+                "o",
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+                "--lr-milestones",
+                "2",
+                "3",
+                "--no-progress",
+                "--resume",
+                "--max-minutes",
+                "1.5",
+            ]
+        )
+    )
     assert opts == TrainOptions(data="d", out="o", lr_milestones=(2, 3), progress=False, resume=True, max_minutes=1.5)
     defaults = options_from_args(parser.parse_args(["--data", "d", "--out", "o", "--device", "cpu", "--workers", "0"]))
     assert defaults == TrainOptions(data="d", out="o")  # the flags' defaults are the API's, but where said

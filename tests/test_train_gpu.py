@@ -21,8 +21,13 @@ DATA = Path(os.environ.get("ACFD_REAL_DATA", ROOT.parent / "shared" / "data" / "
 @pytest.mark.skipif(not (DATA / "icartoonface_dettrain.csv").is_file(), reason=f"no iCartoonFace subset at {DATA}")
 def test_dry_run_trains_within_its_minute_and_scores_the_holdout(tmp_path):
     out = tmp_path / "gpu-run"
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_gpu.sh"), "--dry-run", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "train_gpu.sh"), "--dry-run", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preset"] == "tiny" and summary["budget_minutes"] == 1.0

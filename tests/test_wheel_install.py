@@ -33,8 +33,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "model_repository"
 MIN_FREE_GIB = 5  # the environment takes about 3 GB
 # import names of the pinned dependencies (pyproject.toml) and the module the Triton stub provides
-DEPENDENCY_MODULES = {"torch", "numpy", "triton", "tritonclient", "pytriton", "onnx", "onnxruntime", "openvino",
-                      "cv2", "matplotlib", "yaml", "tqdm", "triton_python_backend_utils"}
+DEPENDENCY_MODULES = {
+    "torch",
+    "numpy",
+    "triton",
+    "tritonclient",
+    "pytriton",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "cv2",
+    "matplotlib",
+    "yaml",
+    "tqdm",
+    "triton_python_backend_utils",
+}
 
 
 def _setuptools_config() -> dict:
@@ -45,8 +58,11 @@ def _template_files() -> list[str]:
     """Every file of the four model folders that ``acfd repo`` copies or reads, relative to the templates."""
     generated = (".onnx", ".plan", ".pyc")
     files = [p for model in repo.MODELS for p in (TEMPLATES / model).rglob("*") if p.is_file()]
-    return sorted(str(p.relative_to(TEMPLATES)) for p in files
-                  if "__pycache__" not in p.parts and p.suffix not in generated and p.name != repo.MANIFEST_FILE)
+    return sorted(
+        str(p.relative_to(TEMPLATES))
+        for p in files
+        if "__pycache__" not in p.parts and p.suffix not in generated and p.name != repo.MANIFEST_FILE
+    )
 
 
 def _module_file(module: str, config: dict) -> Path | None:
@@ -125,7 +141,9 @@ class WheelInstall:
             args = (self.venv / "bin" / args[0], *args[1:])
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         start = time.perf_counter()
-        proc = subprocess.run([str(a) for a in args], cwd=self.work, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(a) for a in args], cwd=self.work, env=env, capture_output=True, text=True, timeout=timeout
+        )
         if step:
             self.seconds[step] = round(time.perf_counter() - start, 1)
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
@@ -143,11 +161,24 @@ def wheel_install():
     assert ROOT not in install.root.parents, f"{install.root} is inside the checkout"
     try:
         install.work.mkdir()
-        install.run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", install.root / "dist", ROOT, step="build", timeout=300)
+        install.run(
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            install.root / "dist",
+            ROOT,
+            step="build",
+            timeout=300,
+        )
         install.run(sys.executable, "-m", "venv", install.venv, step="venv", timeout=300)
-        install.run("python", "-m", "pip", "install", "-q", "--progress-bar", "off", install.wheel,
-                    step="install", timeout=900)
+        install.run(
+            "python", "-m", "pip", "install", "-q", "--progress-bar", "off", install.wheel, step="install", timeout=900
+        )
         yield install
     finally:
         print(f"\nwheel install, seconds per step: {install.seconds}")
@@ -175,7 +206,9 @@ def test_the_install_is_the_wheel_not_the_checkout(wheel_install):
 
 @pytest.mark.slow
 def test_info_outside_the_checkout(wheel_install):
-    info = json.loads(wheel_install.run("acfd", "info", "--preset", "tiny", "--input", "320x320", "--json", step="info").stdout)
+    info = json.loads(
+        wheel_install.run("acfd", "info", "--preset", "tiny", "--input", "320x320", "--json", step="info").stdout
+    )
     assert info["preset"] == "tiny" and info["input"] == [320, 320] and info["anchors"] > 0
 
 

@@ -63,8 +63,15 @@ class WallClockBudget:
             return 0.0
         return val_images * VALIDATION_COST * self.step_s / self.batch
 
-    def plan_epochs(self, max_epochs: int, iters_per_epoch: int, iters_done: int, eval_every: int,
-                    val_images: int, now: float | None = None) -> int:
+    def plan_epochs(
+        self,
+        max_epochs: int,
+        iters_per_epoch: int,
+        iters_done: int,
+        eval_every: int,
+        val_images: int,
+        now: float | None = None,
+    ) -> int:
         """Epochs of the whole run (done ones included) that fit in the rest of the budget."""
         now = time.time() if now is None else now
         left = self.deadline - now - MARGIN * 60.0 * self.minutes
@@ -72,7 +79,9 @@ class WallClockBudget:
         best = max(1, math.ceil(iters_done / iters_per_epoch))
         for epochs in range(best, max_epochs + 1):
             steps = epochs * iters_per_epoch - iters_done
-            validations = len({e for e in range(1, epochs + 1) if e % eval_every == 0 or e == epochs}) if val_images else 0
+            validations = (
+                len({e for e in range(1, epochs + 1) if e % eval_every == 0 or e == epochs}) if val_images else 0
+            )
             if steps * step_s + validations * val_s > left:
                 break
             best = epochs

@@ -63,8 +63,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def _legacy_numpy_globals() -> list:
     """What ``np.random.get_state()`` pickles as: a ``uint32`` array (names of NumPy 1 and 2)."""
     reconstruct = np.zeros(1).__reduce__()[0]
-    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
-            (reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct")]
+    return [
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+    ]
 
 
 LEGACY_NUMPY_GLOBALS = _legacy_numpy_globals()
@@ -91,7 +96,9 @@ def _refusal(path: Path, err: Exception, zipped: bool) -> CheckpointError:
         return CheckpointError(f"{path}: refused: the checkpoint's pickle wants to call {name} ({_UNTRUSTED})")
     built = re.search(r"but got <class '([\w.]+)'>", text)
     if built:
-        return CheckpointError(f"{path}: refused: the checkpoint holds an object of type {built.group(1)} ({_UNTRUSTED})")
+        return CheckpointError(
+            f"{path}: refused: the checkpoint holds an object of type {built.group(1)} ({_UNTRUSTED})"
+        )
     detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
     reason = detail.group(1) if detail else text.strip().splitlines()[0]
     what = "its pickle is damaged" if zipped else "not a torch.save file"
@@ -119,8 +126,10 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     except OSError as err:
         raise CheckpointError(f"{path}: not a readable checkpoint ({err.strerror or err})") from err
     if zipped and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated: its zip archive has no end record; "
-                              "an interrupted copy or download?)")
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated: its zip archive has no end record; "
+            "an interrupted copy or download?)"
+        )
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(LEGACY_NUMPY_GLOBALS):
             warnings.filterwarnings("ignore", category=UserWarning, module="torch")  # pickle protocol notes
@@ -132,7 +141,9 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
         raise CheckpointError(f"{path}: not a readable checkpoint ({what})") from err
     except RuntimeError as err:  # PytorchStreamReader's page-long notes: the first sentence says it
         first = str(err).strip().split(". ")[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({'corrupted' if zipped else 'RuntimeError'}: {first})") from err
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({'corrupted' if zipped else 'RuntimeError'}: {first})"
+        ) from err
     except Exception as err:  # torch raises many kinds for foreign files
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from err
@@ -186,8 +197,11 @@ def capture_rng_state() -> dict[str, Any]:
     cached_gaussian)`` keeps its 624 ``uint32`` keys as an int64 tensor, not an array.
     """
     name, keys, *rest = np.random.get_state()
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
-                             "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -212,5 +226,7 @@ def read_training_state(path: str | Path, preset_name: str, map_location: str | 
         raise CheckpointError(f"{path}: checkpoint is a {saved!r} run, not {preset_name!r}")
     missing = [key for key in TRAINING_KEYS if key not in payload]
     if missing:
-        raise CheckpointError(f"{path}: no training state to resume from (lacks {missing}; an exported or foreign file?)")
+        raise CheckpointError(
+            f"{path}: no training state to resume from (lacks {missing}; an exported or foreign file?)"
+        )
     return payload

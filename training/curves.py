@@ -63,7 +63,10 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
     axes[1].grid(alpha=0.3)
     if epochs:
         axes[2].plot(
-            [int(r["iteration"]) for r in epochs], [100 * _num(r["val_ap"]) for r in epochs], marker="o", color="tab:green"
+            [int(r["iteration"]) for r in epochs],
+            [100 * _num(r["val_ap"]) for r in epochs],
+            marker="o",
+            color="tab:green",
         )
     else:
         axes[2].text(0.5, 0.5, "no validation set", ha="center", va="center", transform=axes[2].transAxes)

@@ -57,8 +57,10 @@ def conv_macs(model: nn.Module, height: int, width: int) -> dict[nn.Module, int]
     macs: dict[nn.Module, int] = {}
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        per_output = module.in_features if isinstance(module, nn.Linear) else (
-            module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        per_output = (
+            module.in_features
+            if isinstance(module, nn.Linear)
+            else (module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1])
         )
         macs[module] = macs.get(module, 0) + output[0].numel() * per_output  # output[0]: one image
 

@@ -61,7 +61,13 @@ class LossParts:
     ignored: int = 0  # anchors left out for ignore regions
 
     def as_floats(self) -> dict[str, float]:
-        return {"loss": float(self.total.detach()), "cls": float(self.cls), "reg": float(self.reg), "n1": self.n1, "n2": self.n2}
+        return {
+            "loss": float(self.total.detach()),
+            "cls": float(self.cls),
+            "reg": float(self.reg),
+            "n1": self.n1,
+            "n2": self.n2,
+        }
 
 
 def regression_loss(
@@ -98,7 +104,9 @@ def anchor_iof(anchors: torch.Tensor, regions: torch.Tensor, count: torch.Tensor
     h = (torch.minimum(a[..., 3], r[..., 3]) - torch.maximum(a[..., 1], r[..., 1])).clamp(min=0)
     area = ((anchors[:, 2] - anchors[:, 0]).clamp(min=0) * (anchors[:, 3] - anchors[:, 1]).clamp(min=0))[None, :, None]
     iof = torch.where(area > 0, w * h / area.clamp(min=1e-12), torch.zeros_like(w))
-    valid = torch.arange(regions.shape[1], device=regions.device)[None, None, :] < count.to(regions.device)[:, None, None]
+    valid = (
+        torch.arange(regions.shape[1], device=regions.device)[None, None, :] < count.to(regions.device)[:, None, None]
+    )
     iof = torch.where(valid, iof, torch.zeros_like(iof))
     return iof.amax(dim=-1) if regions.shape[1] else iof.new_zeros(iof.shape[:2])
 
@@ -106,8 +114,14 @@ def anchor_iof(anchors: torch.Tensor, regions: torch.Tensor, count: torch.Tensor
 class DetectionLoss:
     """The training loss of one step; configured once from the preset's ``train`` section."""
 
-    def __init__(self, cfg: TrainConfig, kernels: str = "auto", box_coder: BoxCoder | None = None, beta: float = 1.0,
-                 ignore_iof: float = 0.5):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        kernels: str = "auto",
+        box_coder: BoxCoder | None = None,
+        beta: float = 1.0,
+        ignore_iof: float = 0.5,
+    ):
         if kernels not in IMPLS:
             raise ValueError(f"kernels must be one of {IMPLS}, not {kernels!r}")
         if cfg.psi2_norm not in PSI2_NORMS:
@@ -160,16 +174,26 @@ class DetectionLoss:
         )
         return LossParts(total=cls + reg, cls=cls.detach(), reg=reg.detach(), n1=n1, n2=n2, ignored=n_ignored)
 
-    def ignored_anchors(self, labels: torch.Tensor, anchors: torch.Tensor, pred_boxes: torch.Tensor,
-                        ignore_boxes: torch.Tensor | None, ignore_count: torch.Tensor | None) -> torch.Tensor | None:
+    def ignored_anchors(
+        self,
+        labels: torch.Tensor,
+        anchors: torch.Tensor,
+        pred_boxes: torch.Tensor,
+        ignore_boxes: torch.Tensor | None,
+        ignore_count: torch.Tensor | None,
+    ) -> torch.Tensor | None:
         """``[B, A]`` bool: negatives left out for the ignore regions (see the module docstring); None without any."""
         from acfd.kernels.dam_match import dam_match
 
         if ignore_boxes is None or ignore_boxes.shape[1] == 0 or ignore_count is None or int(ignore_count.max()) == 0:
             return None
         ignore_boxes = ignore_boxes.float()
-        would_match = dam_match(anchors, pred_boxes, ignore_boxes, ignore_count, self.cfg.t1, self.cfg.t2,
-                                impl=self.kernels).labels > 0
+        would_match = (
+            dam_match(
+                anchors, pred_boxes, ignore_boxes, ignore_count, self.cfg.t1, self.cfg.t2, impl=self.kernels
+            ).labels
+            > 0
+        )
         inside = anchor_iof(anchors, ignore_boxes, ignore_count) >= self.ignore_iof
         return (labels == 0) & (would_match | inside)
 

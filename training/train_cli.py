@@ -63,9 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif kw.get("action") == "store_false":
             help_text += "%(default).0s"  # shown empty: keeps the help formatter's "(default: True)" off
         parser.add_argument(flag, dest=f.name, help=help_text, **kw)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (None: torch's choice, one per core); 1 is much faster on a "
-                             "busy machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (None: torch's choice, one per core); 1 is much faster on a busy machine",
+    )
 
 
 def options_from_args(args: argparse.Namespace):

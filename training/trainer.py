@@ -71,8 +71,9 @@ class TrainError(RuntimeError):
     """A problem the user can fix (bad data path, too few images, nothing to resume); one line."""
 
 
-def option(default=dataclasses.MISSING, help: str = "", *, preset: str | None = None, cli: dict | None = None,
-           **argparse_kw):
+def option(
+    default=dataclasses.MISSING, help: str = "", *, preset: str | None = None, cli: dict | None = None, **argparse_kw
+):
     """A ``TrainOptions`` field: its default and meaning, once. ``acfd train`` makes its flag from it.
 
     ``preset``: the preset key a ``None`` default falls back to (``--help`` shows that preset value);
@@ -86,49 +87,79 @@ def option(default=dataclasses.MISSING, help: str = "", *, preset: str | None = 
 class TrainOptions:
     """One training run. ``acfd train`` builds its flags from these fields (``acfd.training.train_cli``)."""
 
-    data: str = option(help="training annotations: iCartoonFace CSV, COCO JSON, YOLO data.yaml or folder (its "
-                            "train split), Pascal VOC folder, or a folder holding one")
+    data: str = option(
+        help="training annotations: iCartoonFace CSV, COCO JSON, YOLO data.yaml or folder (its "
+        "train split), Pascal VOC folder, or a folder holding one"
+    )
     out: str = option(help="run folder for checkpoints, metrics and curves")
     preset: str = option("tiny", "model preset: acfd51 (the paper), mid, tiny, or a YAML file")
     images: str | None = option(None, "image folder for --data/--val when it is not beside the annotations")
-    val: str | None = option(None, "validation annotations (a data.yaml: its val split); enables best.pt and "
-                                   "per-epoch mAP@0.5")
-    format: str | None = option(None, "annotation format of --data and --val; None: detected from the path",
-                                choices=("coco", "csv", "yolo", "voc"))
+    val: str | None = option(
+        None, "validation annotations (a data.yaml: its val split); enables best.pt and per-epoch mAP@0.5"
+    )
+    format: str | None = option(
+        None,
+        "annotation format of --data and --val; None: detected from the path",
+        choices=("coco", "csv", "yolo", "voc"),
+    )
     category: str | None = option(None, "class to keep when the annotations have several (name or id)")
     epochs: int | None = option(None, "epochs to train", preset="train.epochs")
     batch: int = option(16, "global batch size (all processes together); LR scales with it")
     resume: bool = option(False, "continue the run in --out from its last.pt")
-    init: str | None = option(None, "start from this checkpoint's model weights (same preset), e.g. the default "
-                                    "weights acfd/weights/acfd_mid_icartoonface.pt (preset mid), with a fresh "
-                                    "optimizer and LR schedule", metavar="CKPT")
-    warmup_iters: int | None = option(None, "LR warm-up iterations (at most a fifth of a shorter run)",
-                                      preset="train.warmup_iters")
-    device: str = option("cpu", "cpu or cuda", choices=("cpu", "cuda"),
-                         cli={"default": None, "help": "None: cuda when available, else cpu"})
-    workers: int = option(0, "data-loading processes per training process",
-                          cli={"default": min(4, os.cpu_count() or 1)})
-    precision: str = option("auto", "forward-pass precision: auto = bf16 on a CPU with AVX512-BF16/AMX (else "
-                                    "fp32), bf16 on CUDA where supported (else fp16 with grad scaling); weights "
-                                    "and losses stay fp32", choices=PRECISIONS)
-    lr_milestones: tuple[int, ...] | None = option(None, "epochs at which the LR is divided by 10 (the preset's "
-                                                         "are scaled to --epochs, rounded half up)",
-                                                   preset="train.lr_milestones", nargs="+", metavar="EPOCH")
+    init: str | None = option(
+        None,
+        "start from this checkpoint's model weights (same preset), e.g. the default "
+        "weights acfd/weights/acfd_mid_icartoonface.pt (preset mid), with a fresh "
+        "optimizer and LR schedule",
+        metavar="CKPT",
+    )
+    warmup_iters: int | None = option(
+        None, "LR warm-up iterations (at most a fifth of a shorter run)", preset="train.warmup_iters"
+    )
+    device: str = option(
+        "cpu",
+        "cpu or cuda",
+        choices=("cpu", "cuda"),
+        cli={"default": None, "help": "None: cuda when available, else cpu"},
+    )
+    workers: int = option(
+        0, "data-loading processes per training process", cli={"default": min(4, os.cpu_count() or 1)}
+    )
+    precision: str = option(
+        "auto",
+        "forward-pass precision: auto = bf16 on a CPU with AVX512-BF16/AMX (else "
+        "fp32), bf16 on CUDA where supported (else fp16 with grad scaling); weights "
+        "and losses stay fp32",
+        choices=PRECISIONS,
+    )
+    lr_milestones: tuple[int, ...] | None = option(
+        None,
+        "epochs at which the LR is divided by 10 (the preset's are scaled to --epochs, rounded half up)",
+        preset="train.lr_milestones",
+        nargs="+",
+        metavar="EPOCH",
+    )
     seed: int = option(0, "seed for initialisation, data order and augmentation")
-    kernels: str = option("auto", "DAM matching / MBC loss implementation: OpenAI Triton kernels or the PyTorch "
-                                  "references", choices=IMPLS)
+    kernels: str = option(
+        "auto", "DAM matching / MBC loss implementation: OpenAI Triton kernels or the PyTorch references", choices=IMPLS
+    )
     max_iters: int | None = option(None, "stop after this many iterations in all (short trials; None: no limit)")
-    max_minutes: float | None = option(None, "wall-clock budget: time the first steps, compress the epochs and LR "
-                                             "schedule to fit M minutes, stop validated and checkpointed at the "
-                                             "deadline (None: no limit)", metavar="M")
+    max_minutes: float | None = option(
+        None,
+        "wall-clock budget: time the first steps, compress the epochs and LR "
+        "schedule to fit M minutes, stop validated and checkpointed at the "
+        "deadline (None: no limit)",
+        metavar="M",
+    )
     eval_every: int = option(1, "validate every K epochs (and after the last)")
     size: int | None = option(None, "training input side in pixels", preset="train.input_size")
     sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over all processes")
     log_every: int = option(10, "write a metrics.csv row every N iterations")
     progress: bool = option(True, "progress bars", cli={"flag": "--no-progress", "help": "no progress bars"})
     command: str | None = option(None, "recorded in RUN/command.txt (None: this process's argv)", cli={})
-    on_epoch_end: Callable[[int], None] | None = option(None, "called with the epoch just saved (on every rank)",
-                                                        cli={})
+    on_epoch_end: Callable[[int], None] | None = option(
+        None, "called with the epoch just saved (on every rank)", cli={}
+    )
 
 
 @dataclass
@@ -151,7 +182,9 @@ def resolve_preset(opts: TrainOptions) -> Preset:
         raise TrainError(f"--preset: {err}") from err
     t = preset.train
     epochs = opts.epochs or t.epochs
-    milestones = opts.lr_milestones if opts.lr_milestones is not None else scale_milestones(t.lr_milestones, t.epochs, epochs)
+    milestones = (
+        opts.lr_milestones if opts.lr_milestones is not None else scale_milestones(t.lr_milestones, t.epochs, epochs)
+    )
     size = opts.size or t.input_size
     warmup = t.warmup_iters if opts.warmup_iters is None else opts.warmup_iters
     train_cfg = dataclasses.replace(
@@ -209,17 +242,34 @@ def train(opts: TrainOptions) -> TrainResult:
         net = D.wrap_model(run.model, info, run.device, opts.sync_bn)
         loss_fn = DetectionLoss(run.preset.train, kernels=opts.kernels)
         _start_logs(run)
-        loop = _Loop(opts, run.preset, info, run.device, net, run.model, loss_fn, run.optimizer, run.scheduler,
-                     run.scaler, run.metrics, run.tb, run.precision, run.ema, budget,
-                     run.replan if budget else None, run.val_images)
+        loop = _Loop(
+            opts,
+            run.preset,
+            info,
+            run.device,
+            net,
+            run.model,
+            loss_fn,
+            run.optimizer,
+            run.scheduler,
+            run.scaler,
+            run.metrics,
+            run.tb,
+            run.precision,
+            run.ema,
+            budget,
+            run.replan if budget else None,
+            run.val_images,
+        )
         run.loop = loop
         epoch = run.start_epoch
         started = time.time()
         while epoch < run.preset.train.epochs and run.iteration < run.total_iters:
             run.sampler.set_epoch(epoch)
             run.dataset.set_epoch(epoch)
-            stopped, run.iteration, epoch_loss = loop.run_epoch(run.loader, epoch, run.iteration, run.total_iters,
-                                                                run.iters_per_epoch, started)
+            stopped, run.iteration, epoch_loss = loop.run_epoch(
+                run.loader, epoch, run.iteration, run.total_iters, run.iters_per_epoch, started
+            )
             if stopped is not None:
                 return _stopped(run, epoch, stopped)
             epoch += 1
@@ -283,19 +333,36 @@ class _Run:
             cfg = self.preset.train
             self.total_iters = min(self.total_iters, epochs * self.iters_per_epoch)
             self.scheduler.schedule = build_schedule(
-                cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
-                cfg.lr_milestones, self.iters_per_epoch, self.total_iters,
+                cfg.base_lr,
+                cfg.base_batch,
+                opts.batch,
+                cfg.warmup_iters,
+                cfg.warmup_start_lr,
+                cfg.lr_milestones,
+                self.iters_per_epoch,
+                self.total_iters,
             )
             if self.dataset.mosaic_epochs is not None:
                 self.dataset.mosaic_epochs = cfg.epochs - cfg.mosaic_off_epochs
             self.budget_plan = {"epochs": cfg.epochs, "milestones": list(cfg.lr_milestones)}
             self.loop.preset = self.preset
         if self.info.is_main:
-            print(f"acfd train: --max-minutes {opts.max_minutes:g}: {self.budget.step_s:.3f} s per step, "
-                  f"{cfg.epochs} epochs planned ({self.total_iters} iterations), LR /10 at epochs "
-                  f"{' '.join(map(str, cfg.lr_milestones)) or 'none'}", file=sys.stderr)
-            _write_config(self.out, opts, self.preset, self.scheduler.schedule, self.iters_per_epoch, self.total_iters,
-                          self.info, self.precision.name)
+            print(
+                f"acfd train: --max-minutes {opts.max_minutes:g}: {self.budget.step_s:.3f} s per step, "
+                f"{cfg.epochs} epochs planned ({self.total_iters} iterations), LR /10 at epochs "
+                f"{' '.join(map(str, cfg.lr_milestones)) or 'none'}",
+                file=sys.stderr,
+            )
+            _write_config(
+                self.out,
+                opts,
+                self.preset,
+                self.scheduler.schedule,
+                self.iters_per_epoch,
+                self.total_iters,
+                self.info,
+                self.precision.name,
+            )
         return self.total_iters
 
 
@@ -350,14 +417,38 @@ def _prepare(opts: TrainOptions, info: D.DistInfo, device: torch.device, budget:
     if opts.max_iters is not None:
         total_iters = min(total_iters, opts.max_iters)
     schedule = build_schedule(
-        cfg.base_lr, cfg.base_batch, opts.batch, cfg.warmup_iters, cfg.warmup_start_lr,
-        cfg.lr_milestones, iters_per_epoch, total_iters,
+        cfg.base_lr,
+        cfg.base_batch,
+        opts.batch,
+        cfg.warmup_iters,
+        cfg.warmup_start_lr,
+        cfg.lr_milestones,
+        iters_per_epoch,
+        total_iters,
     )
     optimizer = make_optimizer(model, schedule.base_lr, cfg.momentum, cfg.weight_decay)
-    return _Run(opts, info, device, budget, out, preset, payload, precision, val_set, model, ema, loader, sampler,
-                dataset, iters_per_epoch, total_iters, optimizer, StepScheduler(optimizer, schedule),
-                torch.amp.GradScaler(device.type, enabled=precision.grad_scaling),
-                budget_plan=payload.get("budget_plan") if payload is not None else None)
+    return _Run(
+        opts,
+        info,
+        device,
+        budget,
+        out,
+        preset,
+        payload,
+        precision,
+        val_set,
+        model,
+        ema,
+        loader,
+        sampler,
+        dataset,
+        iters_per_epoch,
+        total_iters,
+        optimizer,
+        StepScheduler(optimizer, schedule),
+        torch.amp.GradScaler(device.type, enabled=precision.grad_scaling),
+        budget_plan=payload.get("budget_plan") if payload is not None else None,
+    )
 
 
 def _resume(run: _Run) -> None:
@@ -381,8 +472,16 @@ def _start_logs(run: _Run) -> None:
         return
     opts = run.opts
     run.out.mkdir(parents=True, exist_ok=True)
-    _write_run_files(run.out, opts, run.preset, run.scheduler.schedule, run.iters_per_epoch, run.total_iters, run.info,
-                     run.precision.name)
+    _write_run_files(
+        run.out,
+        opts,
+        run.preset,
+        run.scheduler.schedule,
+        run.iters_per_epoch,
+        run.total_iters,
+        run.info,
+        run.precision.name,
+    )
     run.metrics = MetricsWriter(run.out / "metrics.csv", keep_until_iteration=run.iteration if opts.resume else None)
     if run.precision.note:
         print(f"acfd train: {run.precision.note}", file=sys.stderr)
@@ -405,16 +504,32 @@ def _end_epoch(run: _Run, epoch: int, epoch_loss: float, started: float) -> None
         if run.budget is not None:
             run.budget.validation_s = time.time() - tic
     if info.is_main:
-        run.metrics.write(kind="epoch", epoch=epoch, iteration=run.iteration, lr=run.scheduler.lr, loss=epoch_loss,
-                          val_ap=ap, elapsed_s=time.time() - started)
+        run.metrics.write(
+            kind="epoch",
+            epoch=epoch,
+            iteration=run.iteration,
+            lr=run.scheduler.lr,
+            loss=epoch_loss,
+            val_ap=ap,
+            elapsed_s=time.time() - started,
+        )
         improved = ap is not None and (run.best_ap is None or ap > run.best_ap)
         run.best_ap = ap if improved else run.best_ap
         state = {
-            "preset": run.preset.to_dict(), "model": _plain(ema.module.state_dict()),
-            "train_model": _plain(run.model.state_dict()), "ema_updates": ema.updates,
-            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            "scaler": run.scaler.state_dict(), "epoch": epoch, "iteration": run.iteration, "rng": capture_rng_state(),
-            "best_ap": run.best_ap, "val_ap": ap, "seed": opts.seed, "batch": opts.batch,
+            "preset": run.preset.to_dict(),
+            "model": _plain(ema.module.state_dict()),
+            "train_model": _plain(run.model.state_dict()),
+            "ema_updates": ema.updates,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "epoch": epoch,
+            "iteration": run.iteration,
+            "rng": capture_rng_state(),
+            "best_ap": run.best_ap,
+            "val_ap": ap,
+            "seed": opts.seed,
+            "batch": opts.batch,
             "budget_plan": run.budget_plan,
         }
         save_checkpoint(run.last_path, state)
@@ -444,21 +559,42 @@ def _finish(run: _Run, epoch: int, started: float) -> TrainResult:
         plot_curves(out / "metrics.csv", out / "curves.png", title=f"{run.preset.name}: {out.name}")
         if run.tb is not None:
             run.tb.close()
-    message = (f"trained {epoch} epoch{'' if epoch == 1 else 's'} ({run.iteration} iterations) in "
-               f"{time.time() - started:.0f} s; weights: {run.last_path}")
+    message = (
+        f"trained {epoch} epoch{'' if epoch == 1 else 's'} ({run.iteration} iterations) in "
+        f"{time.time() - started:.0f} s; weights: {run.last_path}"
+    )
     if run.loop.out_of_time:
         message = f"stopped by --max-minutes {opts.max_minutes:g} in epoch {epoch}: " + message
     if run.best_ap is not None:
         message += f"; best val mAP@0.5 {100 * run.best_ap:.2f}% ({out / 'best.pt'})"
-    return TrainResult("done", epoch, run.iteration, run.best_ap, run.last_ap, message, run.ema.module,
-                       capture_rng_state())
+    return TrainResult(
+        "done", epoch, run.iteration, run.best_ap, run.last_ap, message, run.ema.module, capture_rng_state()
+    )
 
 
 class _Loop:
     """One epoch of steps; holds what every step needs."""
 
-    def __init__(self, opts, preset, info, device, net, model, loss_fn, optimizer, scheduler, scaler, metrics, tb,
-                 precision, ema, budget=None, replan=None, val_images=0):
+    def __init__(
+        self,
+        opts,
+        preset,
+        info,
+        device,
+        net,
+        model,
+        loss_fn,
+        optimizer,
+        scheduler,
+        scaler,
+        metrics,
+        tb,
+        precision,
+        ema,
+        budget=None,
+        replan=None,
+        val_images=0,
+    ):
         self.opts, self.preset, self.info, self.device = opts, preset, info, device
         self.net, self.model, self.loss_fn = net, model, loss_fn
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
@@ -468,13 +604,21 @@ class _Loop:
         self.out_of_time = False  # the budget ended the run in the last epoch
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
 
-    def run_epoch(self, loader: DataLoader, epoch: int, iteration: int, total_iters: int, iters_per_epoch: int, started: float):
+    def run_epoch(
+        self, loader: DataLoader, epoch: int, iteration: int, total_iters: int, iters_per_epoch: int, started: float
+    ):
         """Returns ``(stop, iteration, mean_loss)``; ``stop`` is ``(iteration, value)`` for a non-finite loss."""
         opts, info = self.opts, self.info
         self.net.train()
         steps = min(iters_per_epoch, total_iters - iteration)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.preset.train.epochs}", unit="it",
-                   disable=not (opts.progress and info.is_main), dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch + 1}/{self.preset.train.epochs}",
+            unit="it",
+            disable=not (opts.progress and info.is_main),
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         window: list[dict] = []
         epoch_sum, epoch_n = 0.0, 0
         tick = time.time()
@@ -489,7 +633,9 @@ class _Loop:
             ignore_boxes, ignore_count = ignore_boxes.to(self.device), ignore_count.to(self.device)
             with self.precision.autocast():
                 logits, deltas = self.net(images)
-            parts = self.loss_fn(logits, deltas, self._anchors_for(images), gt_boxes, gt_count, ignore_boxes, ignore_count)
+            parts = self.loss_fn(
+                logits, deltas, self._anchors_for(images), gt_boxes, gt_count, ignore_boxes, ignore_count
+            )
             loss = parts.total
             reduced = D.all_reduce_mean(loss, info)
             value = float(reduced)
@@ -512,8 +658,17 @@ class _Loop:
                     total_iters = self.replan(iteration)
                     steps = min(steps, epoch_n + 1 + total_iters - iteration)
             tick = now
-            window.append({"loss": value, "cls": float(parts.cls), "reg": float(parts.reg), "n1": parts.n1,
-                           "n2": parts.n2, "img_s": img_s, "lr": lr})
+            window.append(
+                {
+                    "loss": value,
+                    "cls": float(parts.cls),
+                    "reg": float(parts.reg),
+                    "n1": parts.n1,
+                    "n2": parts.n2,
+                    "img_s": img_s,
+                    "lr": lr,
+                }
+            )
             epoch_sum, epoch_n = epoch_sum + value, epoch_n + 1
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{img_s:.1f}")
@@ -538,9 +693,19 @@ class _Loop:
         if self.metrics is None or not window:
             return
         mean = {k: sum(w[k] for w in window) / len(window) for k in ("loss", "cls", "reg", "n1", "n2", "img_s")}
-        self.metrics.write(kind="iter", epoch=epoch + 1, iteration=iteration, lr=window[-1]["lr"], loss=mean["loss"],
-                           cls=mean["cls"], reg=mean["reg"], n1=mean["n1"], n2=mean["n2"],
-                           images_per_s=mean["img_s"], elapsed_s=time.time() - started)
+        self.metrics.write(
+            kind="iter",
+            epoch=epoch + 1,
+            iteration=iteration,
+            lr=window[-1]["lr"],
+            loss=mean["loss"],
+            cls=mean["cls"],
+            reg=mean["reg"],
+            n1=mean["n1"],
+            n2=mean["n2"],
+            images_per_s=mean["img_s"],
+            elapsed_s=time.time() - started,
+        )
         if self.tb is not None:
             for name in ("loss", "cls", "reg"):
                 self.tb.add_scalar(f"train/{name}", mean[name], iteration)
@@ -556,8 +721,9 @@ def _load_sets(opts: TrainOptions, info: D.DistInfo):
             sets.append(None)
             continue
         try:
-            loaded = load_detection_set(path, images_dir=opts.images, split=split, format=opts.format,
-                                        category=opts.category)
+            loaded = load_detection_set(
+                path, images_dir=opts.images, split=split, format=opts.format, category=opts.category
+            )
         except (OSError, ValueError) as err:
             raise TrainError(f"{flag} {path}: {err}") from err
         if info.is_main and loaded.problems:
@@ -588,14 +754,24 @@ def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInf
 
     cfg = preset.train
     size = cfg.input_size
-    dataset = DetectionDataset(train_set.records, train=True, size=size, seed=opts.seed,
-                               augment_config=_augment_config(preset, size), mosaic_prob=cfg.mosaic_prob,
-                               mosaic_epochs=cfg.epochs - cfg.mosaic_off_epochs)
-    batches = MultiScaleBatches(D.train_sampler(dataset, info, opts.seed), opts.batch // info.world_size,
-                                train_sizes(cfg), opts.seed)
+    dataset = DetectionDataset(
+        train_set.records,
+        train=True,
+        size=size,
+        seed=opts.seed,
+        augment_config=_augment_config(preset, size),
+        mosaic_prob=cfg.mosaic_prob,
+        mosaic_epochs=cfg.epochs - cfg.mosaic_off_epochs,
+    )
+    batches = MultiScaleBatches(
+        D.train_sampler(dataset, info, opts.seed), opts.batch // info.world_size, train_sizes(cfg), opts.seed
+    )
     loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=opts.workers,
-        collate_fn=collate_with_ignore, pin_memory=device.type == "cuda",
+        dataset,
+        batch_sampler=batches,
+        num_workers=opts.workers,
+        collate_fn=collate_with_ignore,
+        pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
     return loader, batches, dataset
@@ -609,7 +785,9 @@ def _validate(model: torch.nn.Module, val_set, preset: Preset, device: torch.dev
     model.eval()
     try:
         with torch.no_grad():
-            result = evaluate(Predictor(model).to(device), val_set, multiscale=False, cfg=preset.inference, progress=progress)
+            result = evaluate(
+                Predictor(model).to(device), val_set, multiscale=False, cfg=preset.inference, progress=progress
+            )
     finally:
         model.train(was_training)
     return float(result["ap"])
@@ -622,24 +800,50 @@ def _plain(state: dict) -> dict:
 
 def _with_plan(preset: Preset, epochs: int, milestones) -> Preset:
     """The preset with a budget plan's epochs and LR milestones written in."""
-    return dataclasses.replace(preset, train=dataclasses.replace(preset.train, epochs=int(epochs),
-                                                                 lr_milestones=tuple(int(m) for m in milestones)))
+    return dataclasses.replace(
+        preset,
+        train=dataclasses.replace(preset.train, epochs=int(epochs), lr_milestones=tuple(int(m) for m in milestones)),
+    )
 
 
-def _write_run_files(out: Path, opts: TrainOptions, preset: Preset, schedule, iters_per_epoch: int,
-                     total_iters: int, info: D.DistInfo, precision: str) -> None:
+def _write_run_files(
+    out: Path,
+    opts: TrainOptions,
+    preset: Preset,
+    schedule,
+    iters_per_epoch: int,
+    total_iters: int,
+    info: D.DistInfo,
+    precision: str,
+) -> None:
     """``command.txt`` (appended on every start, so resumes show) and the resolved ``config.yaml``."""
     with (out / "command.txt").open("a") as f:
         f.write((opts.command or shlex.join(sys.argv)) + "\n")
     _write_config(out, opts, preset, schedule, iters_per_epoch, total_iters, info, precision)
 
 
-def _write_config(out: Path, opts: TrainOptions, preset: Preset, schedule, iters_per_epoch: int,
-                  total_iters: int, info: D.DistInfo, precision: str) -> None:
+def _write_config(
+    out: Path,
+    opts: TrainOptions,
+    preset: Preset,
+    schedule,
+    iters_per_epoch: int,
+    total_iters: int,
+    info: D.DistInfo,
+    precision: str,
+) -> None:
     run = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if not f.name.startswith("on_")}
-    run.update(precision_used=precision, train_sizes=list(train_sizes(preset.train)), world_size=info.world_size, iters_per_epoch=iters_per_epoch, total_iters=total_iters,
-               lr=schedule.base_lr, warmup_iters=schedule.warmup_iters, lr_milestone_iters=schedule.milestones,
-               weight_decay_on="conv weights only (none on BatchNorm weights and biases)")
+    run.update(
+        precision_used=precision,
+        train_sizes=list(train_sizes(preset.train)),
+        world_size=info.world_size,
+        iters_per_epoch=iters_per_epoch,
+        total_iters=total_iters,
+        lr=schedule.base_lr,
+        warmup_iters=schedule.warmup_iters,
+        lr_milestone_iters=schedule.milestones,
+        weight_decay_on="conv weights only (none on BatchNorm weights and biases)",
+    )
     plain = json.loads(json.dumps({"preset": preset.to_dict(), "run": run}))  # tuples -> lists
     (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
 

@@ -21,11 +21,15 @@ from acfd.export.tensorrt_build import default_timing_cache
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, type=Path, help="checkpoint written by `acfd train` (e.g. RUN/last.pt)")
+    parser.add_argument(
+        "--weights", required=True, type=Path, help="checkpoint written by `acfd train` (e.g. RUN/last.pt)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="export folder (created if missing)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET})")
     parser.add_argument("--preset", default=None, help="fail unless the checkpoint belongs to this preset")
-    parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (model.plan); needs TensorRT and a GPU")
+    parser.add_argument(
+        "--tensorrt", action="store_true", help="also build a TensorRT engine (model.plan); needs TensorRT and a GPU"
+    )
     parser.add_argument("--fp16", action="store_true", help="let TensorRT use FP16 kernels (with --tensorrt)")
     parser.add_argument("--max-batch", type=int, default=8, help="largest batch the TensorRT engine accepts")
     parser.add_argument(
@@ -46,8 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calibration", type=Path, default=None, metavar="DIR",
         help="images to calibrate int8 ranges on (frames like those you will serve); default: generated scenes",
     )  # fmt: skip
-    parser.add_argument("--calibration-images", type=int, default=32, metavar="N", help="calibration images (each at every test scale)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime self-check at a second input shape")
+    parser.add_argument(
+        "--calibration-images", type=int, default=32, metavar="N", help="calibration images (each at every test scale)"
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the ONNX Runtime self-check at a second input shape"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -75,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             if args.calibration_images < 1:
                 raise ExportError(f"--calibration-images {args.calibration_images}: want at least 1")
             if args.calibration is not None:
-                images, source = quantize.folder_images(args.calibration, args.calibration_images), str(args.calibration)
+                images, source = (
+                    quantize.folder_images(args.calibration, args.calibration_images),
+                    str(args.calibration),
+                )
             else:
                 images, source = quantize.generated_images(args.calibration_images), "generated scenes"
             if not args.quiet:
@@ -90,11 +101,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     h, w = manifest.single_scale
     anchors = manifest.anchors_per_scale[f"{h}x{w}"]
-    print(f"wrote {args.out / ONNX_FILE} (preset {manifest.preset}, opset {manifest.onnx.opset}, {anchors} anchors at {h}x{w})")
+    print(
+        f"wrote {args.out / ONNX_FILE} (preset {manifest.preset}, opset {manifest.onnx.opset}, {anchors} anchors at {h}x{w})"
+    )
     if manifest.int8:
-        print(f"wrote {args.out / manifest.int8['file']} (int8 convolutions, {manifest.int8['calibration']['images']} calibration images)")
+        print(
+            f"wrote {args.out / manifest.int8['file']} (int8 convolutions, {manifest.int8['calibration']['images']} calibration images)"
+        )
     print(f"wrote {args.out / MANIFEST_FILE}")
     if manifest.tensorrt:  # the builder has printed the equivalent trtexec command line
         trt = manifest.tensorrt
-        print(f"wrote {args.out / trt['file']} (fp16={trt['fp16']}, max batch {trt['max_batch']}, {len(trt['profiles'])} profile(s))")
+        print(
+            f"wrote {args.out / trt['file']} (fp16={trt['fp16']}, max batch {trt['max_batch']}, {len(trt['profiles'])} profile(s))"
+        )
     return 0

@@ -47,7 +47,14 @@ from torch import nn
 
 import acfd
 from acfd.atomic_file import replaced_on_success
-from acfd.inference.manifest import FORMAT_VERSION, MANIFEST_FILE, ExportManifest, ManifestError, OnnxGraph, PostprocessSettings
+from acfd.inference.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    ExportManifest,
+    ManifestError,
+    OnnxGraph,
+    PostprocessSettings,
+)
 from acfd.inference.anchors import anchor_count
 from acfd.training.config import Preset
 from acfd.inference import image_io
@@ -117,9 +124,19 @@ def export_model(
         raise ExportError(str(err)) from err
     checkpoint = {"path": str(weights.resolve()), "sha256": file_sha256(weights)}
     return export_model_from_module(
-        model, preset, out_dir, opset=opset, tensorrt=tensorrt, fp16=fp16, max_batch=max_batch,
-        progress=progress, checkpoint=checkpoint, trt_profiles=trt_profiles, timing_cache=timing_cache,
-        workspace_mib=workspace_mib, verify=verify,
+        model,
+        preset,
+        out_dir,
+        opset=opset,
+        tensorrt=tensorrt,
+        fp16=fp16,
+        max_batch=max_batch,
+        progress=progress,
+        checkpoint=checkpoint,
+        trt_profiles=trt_profiles,
+        timing_cache=timing_cache,
+        workspace_mib=workspace_mib,
+        verify=verify,
     )
 
 
@@ -230,14 +247,20 @@ def check_onnx(path: str | Path, name: str | Path | None = None) -> None:
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
-        raise ExportError(f"{name}: graph has inputs {inputs} and outputs {outputs}, want [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}")
+        raise ExportError(
+            f"{name}: graph has inputs {inputs} and outputs {outputs}, want [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}"
+        )
     tensor_type = model.graph.input[0].type.tensor_type
     if tensor_type.elem_type != onnx.TensorProto.UINT8:
-        raise ExportError(f"{name}: input {INPUT_NAME!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, want UINT8 pixels")
+        raise ExportError(
+            f"{name}: input {INPUT_NAME!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, want UINT8 pixels"
+        )
     dims = tensor_type.shape.dim
     fixed = [i for i in (0, 1, 2) if len(dims) == 4 and not dims[i].dim_param]
     if len(dims) != 4 or fixed or dims[3].dim_value != 3:
-        raise ExportError(f"{name}: input {INPUT_NAME!r} must be [batch, height, width, 3] with the first three dynamic")
+        raise ExportError(
+            f"{name}: input {INPUT_NAME!r} must be [batch, height, width, 3] with the first three dynamic"
+        )
     found = sorted(TRAINING_ONLY_OPS & set(graph_op_types(model)))
     if found:
         raise ExportError(f"{name}: training-only ops remain in the deploy graph: {found}")
@@ -271,7 +294,9 @@ def onnx_session(path: str | Path, threads: int = 0):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def verify_onnx(path: Path, predictor: nn.Module, preset: Preset, shape: tuple[int, int, int, int], name: str | Path | None = None) -> None:
+def verify_onnx(
+    path: Path, predictor: nn.Module, preset: Preset, shape: tuple[int, int, int, int], name: str | Path | None = None
+) -> None:
     """Run the ONNX graph at ``shape`` (NHWC, not the traced one) against the fused PyTorch predictor.
 
     ``predictor`` is the traced module (uint8 pixels in). Checks the anchor count against
@@ -328,8 +353,13 @@ def build_manifest(
         preset_config=preset.to_dict(),
         checkpoint=dict(checkpoint) if checkpoint else {"path": None, "sha256": None},
         onnx=OnnxGraph(
-            file=ONNX_FILE, opset=int(opset), input=INPUT_NAME, input_dtype="uint8", input_layout="NHWC",
-            outputs=tuple(OUTPUT_NAMES), output_meaning=dict(OUTPUT_MEANING),
+            file=ONNX_FILE,
+            opset=int(opset),
+            input=INPUT_NAME,
+            input_dtype="uint8",
+            input_layout="NHWC",
+            outputs=tuple(OUTPUT_NAMES),
+            output_meaning=dict(OUTPUT_MEANING),
         ),  # fmt: skip
         normalization={
             "channel_order": image_io.CHANNEL_ORDER,

@@ -183,7 +183,9 @@ def _make_builder(trt, logger):
     try:
         builder = trt.Builder(logger)
     except Exception as err:  # TensorRT raises a bare TypeError/RuntimeError when CUDA is unusable
-        raise TensorRTError(f"TensorRT cannot create a builder: no usable CUDA GPU ({type(err).__name__}: {err})") from err
+        raise TensorRTError(
+            f"TensorRT cannot create a builder: no usable CUDA GPU ({type(err).__name__}: {err})"
+        ) from err
     if builder is None:
         raise TensorRTError("TensorRT cannot create a builder: no usable CUDA GPU")
     return builder

@@ -173,7 +173,9 @@ class _OpenVINO(Engine):
         try:
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as err:
-            raise EngineError(f"{self.path}: OpenVINO cannot compile it for {list(shape)} ({type(err).__name__}: {err})") from err
+            raise EngineError(
+                f"{self.path}: OpenVINO cannot compile it for {list(shape)} ({type(err).__name__}: {err})"
+            ) from err
         outputs = [compiled.output(name) for name in self.output_names]
         request = (compiled.create_infer_request(), outputs)
         self.compiled[key] = request

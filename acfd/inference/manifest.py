@@ -77,7 +77,9 @@ class ExportManifest:
         except FileNotFoundError:
             raise ManifestError(f"{path}: no export manifest (is {folder} an `acfd export` output?)") from None
         except (OSError, UnicodeDecodeError) as err:
-            raise ManifestError(f"{path}: cannot read the export manifest ({getattr(err, 'strerror', None) or err})") from err
+            raise ManifestError(
+                f"{path}: cannot read the export manifest ({getattr(err, 'strerror', None) or err})"
+            ) from err
         except json.JSONDecodeError as err:
             raise ManifestError(f"{path}: export manifest is not valid JSON ({err})") from err
         return cls.from_dict(data, source=path)
@@ -191,7 +193,11 @@ class _Checker:
 
     def ints(self, data: dict, name: str) -> list[int]:
         value = self.get(data, name)
-        if not (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        if not (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
             raise self.fail(name, f"expected a list of positive integers, got {value!r}")
         return value
 
@@ -205,7 +211,11 @@ class _Checker:
         return tuple(self._pair_at(item, f"{name}[{i}]") for i, item in enumerate(value))
 
     def _pair_at(self, item: Any, name: str) -> tuple[int, int]:
-        ok = isinstance(item, list) and len(item) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in item)
+        ok = (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in item)
+        )
         if not ok:
             raise self.fail(name, f"expected a (height, width) pair of positive integers, got {item!r}")
         return int(item[0]), int(item[1])

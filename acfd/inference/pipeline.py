@@ -66,7 +66,9 @@ class InProcessPipeline:
     """Bytes in, ``(boxes [N, 4], scores [N])`` in original pixels out: the served ensemble in one
     process. ``engine`` ``None`` takes the serving default for the export (``choose_engine``)."""
 
-    def __init__(self, export_dir: str | Path, engine: str | None = None, threads: int = 0, runner: Engine | None = None):
+    def __init__(
+        self, export_dir: str | Path, engine: str | None = None, threads: int = 0, runner: Engine | None = None
+    ):
         self.manifest = ExportManifest.read(export_dir)
         self.cfg = inference_config(self.manifest)
         self.engine = runner or open_engine(export_dir, self.manifest, engine, threads)
@@ -89,7 +91,9 @@ class InProcessPipeline:
         return postprocess(outputs, image_hw, self.cfg, xp=np)
 
 
-def time_in_process(pipeline: InProcessPipeline, images: Sequence[bytes], seconds: float = 0.0, progress: str | None = None):
+def time_in_process(
+    pipeline: InProcessPipeline, images: Sequence[bytes], seconds: float = 0.0, progress: str | None = None
+):
     """``images`` through ``pipeline`` one at a time, after one untimed warm-up image, until every
     image ran once and ``seconds`` have passed: ``(index, seconds, (boxes, scores))`` per run. The
     one in-process timer of ``acfd demo`` and ``acfd loadtest``; ``progress`` names a tqdm bar."""

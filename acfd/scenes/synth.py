@@ -64,8 +64,11 @@ def generate_scene(rng: np.random.Generator, width: int, height: int) -> tuple[n
     _draw_text(rng, scene)
     image = _degrade(rng, scene.image)
     visible = scene.visible_fraction()
-    boxes = [b for b, v in zip(scene.face_boxes, visible)
-             if b is not None and v >= MIN_VISIBLE and min(b[2] - b[0], b[3] - b[1]) >= MIN_SIDE]
+    boxes = [
+        b
+        for b, v in zip(scene.face_boxes, visible)
+        if b is not None and v >= MIN_VISIBLE and min(b[2] - b[0], b[3] - b[1]) >= MIN_SIDE
+    ]
     return image, np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
@@ -74,8 +77,9 @@ def scene_png(rng: np.random.Generator, width: int, height: int) -> bytes:
     return encode_png(generate_scene(rng, width, height)[0])
 
 
-def write_dataset(out_dir: str | Path, images: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE,
-                  progress: bool = True) -> dict:
+def write_dataset(
+    out_dir: str | Path, images: int, seed: int, size: tuple[int, int] = DEFAULT_SIZE, progress: bool = True
+) -> dict:
     """Write ``images/synth_NNNNN.png``, ``annotations.json`` (COCO) and ``annotations.csv``
     (iCartoonFace: ``name,x1,y1,x2,y2``, no header) under ``out_dir``; returns ``{"images", "faces"}``.
 
@@ -91,18 +95,30 @@ def write_dataset(out_dir: str | Path, images: int, seed: int, size: tuple[int, 
         (out / "images" / name).write_bytes(encode_png(image))
         coco_images.append({"id": i + 1, "file_name": name, "width": width, "height": height})
         for x1, y1, x2, y2 in boxes.astype(int).tolist():
-            coco_anns.append({"id": len(coco_anns) + 1, "image_id": i + 1, "category_id": 1,
-                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            coco_anns.append(
+                {
+                    "id": len(coco_anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
             csv_lines.append(f"{name},{x1},{y1},{x2},{y2}\n")
-    coco = {"info": {"description": f"ACFD generated cartoon scenes, seed {seed}", "version": "1"},
-            "images": coco_images, "annotations": coco_anns,
-            "categories": [{"id": 1, "name": CATEGORY, "supercategory": CATEGORY}]}
+    coco = {
+        "info": {"description": f"ACFD generated cartoon scenes, seed {seed}", "version": "1"},
+        "images": coco_images,
+        "annotations": coco_anns,
+        "categories": [{"id": 1, "name": CATEGORY, "supercategory": CATEGORY}],
+    }
     (out / "annotations.json").write_text(json.dumps(coco, indent=1) + "\n")
     (out / "annotations.csv").write_text("".join(csv_lines))
     return {"images": images, "faces": len(coco_anns)}
 
 
 # --- faces -------------------------------------------------------------------------------------
+
 
 def _face_params(rng, W: int, H: int) -> list[dict]:
     u = rng.random()
@@ -144,8 +160,15 @@ def _face(rng, x: float, y: float, s: float, cap: float, crowd: bool) -> dict:
     angle = rng.normal(0, 5) if u < 0.65 else rng.uniform(-30, 30) if u < 0.93 else rng.uniform(-90, 90)
     if crowd:
         angle = rng.normal(0, 6)
-    return {"x": x, "y": y, "w": w, "h": h, "angle": float(angle), "size": math.sqrt(w * h),
-            "body": rng.random() < 0.65}
+    return {
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "angle": float(angle),
+        "size": math.sqrt(w * h),
+        "body": rng.random() < 0.65,
+    }
 
 
 def _position(rng, w: float, h: float, W: int, H: int) -> tuple[float, float]:
@@ -201,8 +224,12 @@ def _body(rng, fw: float, fh: float) -> Sprite:
         if rng.random() < 0.5:
             layer.ellipse(cx, top + bh * 0.55, bw * 0.3, bh * 0.32, mix(cloth, (250, 240, 220), 0.6))
     else:
-        layer.poly([(cx - bw * 0.38, top), (cx + bw * 0.38, top), (cx + bw / 2, top + bh), (cx - bw / 2, top + bh)],
-                   cloth, outline, t)
+        layer.poly(
+            [(cx - bw * 0.38, top), (cx + bw * 0.38, top), (cx + bw / 2, top + bh), (cx - bw / 2, top + bh)],
+            cloth,
+            outline,
+            t,
+        )
     if rng.random() < 0.4:  # buttons: dark dots in a column (face-like pairs with a collar)
         for j in range(int(rng.integers(2, 4))):
             layer.ellipse(cx, top + bh * (0.25 + 0.2 * j), bw * 0.03 + 1, bw * 0.03 + 1, (30, 30, 30))
@@ -211,9 +238,12 @@ def _body(rng, fw: float, fh: float) -> Sprite:
 
 # --- hard negatives, occluders, text, degradation --------------------------------------------------
 
+
 def _negative_params(rng, W: int, H: int) -> dict:
     s = float(np.clip(math.exp(rng.normal(math.log(0.12 * H), 0.7)), 10.0, 0.7 * min(W, H)))
-    kind = str(rng.choice(["back_head", "ball", "blob", "hand", "round_body", "clock"], p=[0.25, 0.2, 0.2, 0.12, 0.13, 0.1]))
+    kind = str(
+        rng.choice(["back_head", "ball", "blob", "hand", "round_body", "clock"], p=[0.25, 0.2, 0.2, 0.12, 0.13, 0.1])
+    )
     return {"kind": kind, "x": rng.uniform(0, W), "y": rng.uniform(0, H), "size": s}
 
 
@@ -233,8 +263,14 @@ def _draw_negative(rng, scene: Scene, p: dict) -> None:
         base = random_color(rng, (0.5, 1.0), (0.6, 1.0))
         layer.ellipse(c, c, r, r, base, outline, t)
         for j in range(int(rng.integers(0, 4))):
-            stripe = layer.mask_of([(c - r, c - r + j * r * 0.6), (c + r, c - r * 0.6 + j * r * 0.6),
-                                    (c + r, c - r * 0.4 + j * r * 0.6), (c - r, c - r * 0.8 + j * r * 0.6)])
+            stripe = layer.mask_of(
+                [
+                    (c - r, c - r + j * r * 0.6),
+                    (c + r, c - r * 0.6 + j * r * 0.6),
+                    (c + r, c - r * 0.4 + j * r * 0.6),
+                    (c - r, c - r * 0.8 + j * r * 0.6),
+                ]
+            )
             layer.paint(stripe, random_color(rng, (0.5, 1.0), (0.6, 1.0)))
         layer.ellipse(c - r * 0.35, c - r * 0.4, r * 0.2, r * 0.13, shade(base, 1.8), angle=-0.6)
     elif kind in ("blob", "round_body"):
@@ -250,19 +286,40 @@ def _draw_negative(rng, scene: Scene, p: dict) -> None:
         skin = HUMAN_SKIN[rng.integers(len(HUMAN_SKIN))]
         for j in range(4):
             ang = -math.pi / 2 + (j - 1.5) * 0.35
-            layer.ellipse(c + math.cos(ang) * r * 0.6, c + math.sin(ang) * r * 0.6, r * 0.14, r * 0.4, skin, outline, t,
-                          angle=ang + math.pi / 2)
+            layer.ellipse(
+                c + math.cos(ang) * r * 0.6,
+                c + math.sin(ang) * r * 0.6,
+                r * 0.14,
+                r * 0.4,
+                skin,
+                outline,
+                t,
+                angle=ang + math.pi / 2,
+            )
         layer.ellipse(c, c + r * 0.15, r * 0.5, r * 0.45, skin, outline, t)
         layer.ellipse(c - r * 0.55, c + r * 0.1, r * 0.13, r * 0.32, skin, outline, t, angle=-0.7)
     else:  # clock or wheel: round with marks
         layer.ellipse(c, c, r, r, random_color(rng, (0.0, 0.4), (0.6, 1.0)), outline, max(t, 1))
         for j in range(12):
             a = j * math.pi / 6
-            layer.polyline([(c + math.cos(a) * r * 0.75, c + math.sin(a) * r * 0.75),
-                            (c + math.cos(a) * r * 0.9, c + math.sin(a) * r * 0.9)], outline, max(1, t))
+            layer.polyline(
+                [
+                    (c + math.cos(a) * r * 0.75, c + math.sin(a) * r * 0.75),
+                    (c + math.cos(a) * r * 0.9, c + math.sin(a) * r * 0.9),
+                ],
+                outline,
+                max(1, t),
+            )
         a1, a2 = rng.uniform(0, 2 * math.pi, 2)
-        layer.polyline([(c + math.cos(a1) * r * 0.5, c + math.sin(a1) * r * 0.5), (c, c),
-                        (c + math.cos(a2) * r * 0.7, c + math.sin(a2) * r * 0.7)], outline, max(1, t))
+        layer.polyline(
+            [
+                (c + math.cos(a1) * r * 0.5, c + math.sin(a1) * r * 0.5),
+                (c, c),
+                (c + math.cos(a2) * r * 0.7, c + math.sin(a2) * r * 0.7),
+            ],
+            outline,
+            max(1, t),
+        )
     scene.paste(finish_sprite(layer, None, (c, c), k, rng.uniform(-30, 30)), p["x"], p["y"])
 
 
@@ -282,8 +339,16 @@ def _draw_occluder(rng, scene: Scene) -> None:
         layer = Layer(int(6 * r), int(4 * r))
         leaf = hsv(rng.uniform(0.2, 0.45), rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.8))
         for _ in range(int(rng.integers(5, 12))):
-            layer.ellipse(rng.uniform(r, 5 * r), rng.uniform(r, 3 * r), r * rng.uniform(0.5, 1), r * rng.uniform(0.4, 0.8),
-                          shade(leaf, rng.uniform(0.7, 1.1)), outline, 1, angle=rng.uniform(0, 3))
+            layer.ellipse(
+                rng.uniform(r, 5 * r),
+                rng.uniform(r, 3 * r),
+                r * rng.uniform(0.5, 1),
+                r * rng.uniform(0.4, 0.8),
+                shade(leaf, rng.uniform(0.7, 1.1)),
+                outline,
+                1,
+                angle=rng.uniform(0, 3),
+            )
         x = rng.choice([0.0, float(W)]) + rng.uniform(-2, 2) * r
         scene.paste(finish_sprite(layer, None, (3 * r, 2 * r), 1, 0.0), x, rng.uniform(0.5, 1.0) * H)
     elif kind == "counter":
@@ -297,7 +362,9 @@ def _draw_occluder(rng, scene: Scene) -> None:
         layer = Layer(int(w + 8), int(h * 1.6 + 8))
         layer.poly([(w * 0.3, h * 0.9), (w * 0.2, h * 1.5), (w * 0.5, h * 0.9)], (250, 250, 250), outline, 2)
         layer.ellipse(w / 2 + 4, h / 2 + 4, w / 2, h / 2, (250, 250, 250), outline, 2)
-        draw_text_strokes(rng, layer.rgb, w * 0.2, h * 0.35, h * 0.3, max(1, int(w * 0.6 / (h * 0.35))), (30, 30, 30), None)
+        draw_text_strokes(
+            rng, layer.rgb, w * 0.2, h * 0.35, h * 0.3, max(1, int(w * 0.6 / (h * 0.35))), (30, 30, 30), None
+        )
         scene.paste(finish_sprite(layer, None, (0, 0), 1, 0.0), rng.uniform(0, W - w), rng.uniform(0, H * 0.5))
 
 
@@ -308,14 +375,30 @@ def _draw_text(rng, scene: Scene) -> None:
         n = int(rng.integers(5, max(6, int(W * 0.8 / (g * 1.15)))))
         color = (250, 250, 250) if rng.random() < 0.7 else (250, 230, 60)
         x = (W - n * g * 1.15) / 2
-        mask = draw_text_strokes(rng, scene.image, x, H * rng.uniform(0.84, 0.93) - g, g, n, color,
-                                 (20, 20, 20) if rng.random() < 0.7 else None)
+        mask = draw_text_strokes(
+            rng,
+            scene.image,
+            x,
+            H * rng.uniform(0.84, 0.93) - g,
+            g,
+            n,
+            color,
+            (20, 20, 20) if rng.random() < 0.7 else None,
+        )
         scene.cover(mask)
     if rng.random() < 0.2:  # channel logo in a corner
         g = H * rng.uniform(0.04, 0.07)
         x = W * 0.03 if rng.random() < 0.5 else W * 0.8
-        mask = draw_text_strokes(rng, scene.image, x, H * 0.04, g, int(rng.integers(2, 5)),
-                                 random_color(rng, (0.6, 1.0), (0.8, 1.0)), (250, 250, 250))
+        mask = draw_text_strokes(
+            rng,
+            scene.image,
+            x,
+            H * 0.04,
+            g,
+            int(rng.integers(2, 5)),
+            random_color(rng, (0.6, 1.0), (0.8, 1.0)),
+            (250, 250, 250),
+        )
         scene.cover(mask)
 
 

@@ -39,8 +39,16 @@ def vertical_gradient(width: int, height: int, top: Color, bottom: Color) -> np.
     return cv2.resize(column, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def draw_text_strokes(rng: np.random.Generator, image: np.ndarray, x: float, y: float, glyph: float, count: int,
-                      color: Color, outline: Color | None) -> np.ndarray:
+def draw_text_strokes(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    x: float,
+    y: float,
+    glyph: float,
+    count: int,
+    color: Color,
+    outline: Color | None,
+) -> np.ndarray:
     """Draw ``count`` glyphs of side ``glyph`` starting at ``(x, y)`` (top-left); returns the drawn mask."""
     mask = np.zeros(image.shape[:2], np.uint8)
     thick = max(1, int(round(glyph / 9)))
@@ -50,9 +58,13 @@ def draw_text_strokes(rng: np.random.Generator, image: np.ndarray, x: float, y: 
         for _ in range(int(rng.integers(2, 6))):
             a = rng.uniform(0, 1, 2) * glyph
             kind = rng.random()
-            b = (a[0] + rng.uniform(0.3, 1.0) * glyph * (1 if a[0] < glyph / 2 else -1), a[1]) if kind < 0.4 else \
-                (a[0], a[1] + rng.uniform(0.3, 1.0) * glyph * (1 if a[1] < glyph / 2 else -1)) if kind < 0.8 else \
-                rng.uniform(0, 1, 2) * glyph
+            b = (
+                (a[0] + rng.uniform(0.3, 1.0) * glyph * (1 if a[0] < glyph / 2 else -1), a[1])
+                if kind < 0.4
+                else (a[0], a[1] + rng.uniform(0.3, 1.0) * glyph * (1 if a[1] < glyph / 2 else -1))
+                if kind < 0.8
+                else rng.uniform(0, 1, 2) * glyph
+            )
             strokes.append(pts([(gx + a[0], y + a[1]), (gx + b[0], y + b[1])]))
     if outline is not None:
         cv2.polylines(image, strokes, False, outline, thick + 2, AA)
@@ -151,8 +163,14 @@ def _abstract(rng, W: int, H: int) -> np.ndarray:
             poly = np.array([x, y]) + rng.uniform(-s, s, (int(rng.integers(3, 6)), 2))
             cv2.fillPoly(image, [pts(poly)], c, AA)
         else:
-            cv2.line(image, (x, y), (x + int(rng.uniform(-3, 3) * s), y + int(rng.uniform(-3, 3) * s)), c,
-                     int(rng.integers(1, 6)), AA)
+            cv2.line(
+                image,
+                (x, y),
+                (x + int(rng.uniform(-3, 3) * s), y + int(rng.uniform(-3, 3) * s)),
+                c,
+                int(rng.integers(1, 6)),
+                AA,
+            )
     if rng.random() < 0.3:
         noise = rng.integers(-20, 21, (H, W, 1), dtype=np.int16)
         image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
@@ -163,12 +181,21 @@ def _house(rng, image: np.ndarray, x: float, base: float, size: float) -> None:
     w, h = size * rng.uniform(0.8, 1.6), size
     wall = random_color(rng, (0.1, 0.5), (0.6, 1.0))
     cv2.rectangle(image, (int(x), int(base - h)), (int(x + w), int(base)), wall, -1)
-    cv2.fillPoly(image, [pts([(x - w * 0.1, base - h), (x + w / 2, base - h * 1.6), (x + w * 1.1, base - h)])],
-                 random_color(rng, (0.5, 0.9), (0.3, 0.8)), AA)
+    cv2.fillPoly(
+        image,
+        [pts([(x - w * 0.1, base - h), (x + w / 2, base - h * 1.6), (x + w * 1.1, base - h)])],
+        random_color(rng, (0.5, 0.9), (0.3, 0.8)),
+        AA,
+    )
     for i in range(int(rng.integers(1, 4))):
         wx = x + w * (0.15 + 0.3 * i)
-        cv2.rectangle(image, (int(wx), int(base - h * 0.75)), (int(wx + w * 0.18), int(base - h * 0.45)),
-                      random_color(rng, (0.2, 0.5), (0.7, 1.0)), -1)
+        cv2.rectangle(
+            image,
+            (int(wx), int(base - h * 0.75)),
+            (int(wx + w * 0.18), int(base - h * 0.45)),
+            random_color(rng, (0.2, 0.5), (0.7, 1.0)),
+            -1,
+        )
 
 
 def _tree(rng, image: np.ndarray, x: float, base: float, size: float) -> None:
@@ -176,5 +203,11 @@ def _tree(rng, image: np.ndarray, x: float, base: float, size: float) -> None:
     cv2.rectangle(image, (int(x - size * 0.06), int(base - size * 0.6)), (int(x + size * 0.06), int(base)), trunk, -1)
     leaf = random_color(rng, (0.4, 0.9), (0.3, 0.8))
     for _ in range(int(rng.integers(3, 7))):
-        cv2.circle(image, (int(x + rng.uniform(-0.25, 0.25) * size), int(base - size * rng.uniform(0.6, 1.0))),
-                   int(size * rng.uniform(0.15, 0.3)), shade(leaf, rng.uniform(0.8, 1.0)), -1, AA)
+        cv2.circle(
+            image,
+            (int(x + rng.uniform(-0.25, 0.25) * size), int(base - size * rng.uniform(0.6, 1.0))),
+            int(size * rng.uniform(0.15, 0.3)),
+            shade(leaf, rng.uniform(0.8, 1.0)),
+            -1,
+            AA,
+        )

@@ -34,8 +34,9 @@ def hsv(h: float, s: float, v: float) -> Color:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def random_color(rng: np.random.Generator, s: tuple[float, float] = (0.2, 0.9),
-                 v: tuple[float, float] = (0.3, 1.0)) -> Color:
+def random_color(
+    rng: np.random.Generator, s: tuple[float, float] = (0.2, 0.9), v: tuple[float, float] = (0.3, 1.0)
+) -> Color:
     return hsv(rng.random(), rng.uniform(*s), rng.uniform(*v))
 
 
@@ -88,12 +89,22 @@ class Layer:
         cv2.polylines(self.rgb, [p], closed, color, t, AA)
         cv2.polylines(self.alpha, [p], closed, 255, t, AA)
 
-    def ellipse(self, cx: float, cy: float, rx: float, ry: float, color: Color, outline: Color | None = None,
-                thickness: int = 0, angle: float = 0.0) -> None:
+    def ellipse(
+        self,
+        cx: float,
+        cy: float,
+        rx: float,
+        ry: float,
+        color: Color,
+        outline: Color | None = None,
+        thickness: int = 0,
+        angle: float = 0.0,
+    ) -> None:
         self.poly(ellipse_points(cx, cy, max(rx, 0.5), max(ry, 0.5), 40, angle), color, outline, thickness)
 
-    def arc(self, cx: float, cy: float, rx: float, ry: float, start_deg: float, end_deg: float, color: Color,
-            thickness: int) -> None:
+    def arc(
+        self, cx: float, cy: float, rx: float, ry: float, start_deg: float, end_deg: float, color: Color, thickness: int
+    ) -> None:
         t = np.radians(np.linspace(start_deg, end_deg, 24))
         self.polyline(np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1), color, thickness)
 
@@ -118,8 +129,9 @@ class Sprite:
     anchor: tuple[float, float]  # sprite pixel (x, y) placed on the target point
 
 
-def finish_sprite(layer: Layer, face: np.ndarray | None, anchor: tuple[float, float], supersample: int,
-                  angle_deg: float) -> Sprite:
+def finish_sprite(
+    layer: Layer, face: np.ndarray | None, anchor: tuple[float, float], supersample: int, angle_deg: float
+) -> Sprite:
     """Downscale a layer drawn ``supersample`` times too large and rotate it about ``anchor``."""
     rgb, alpha = layer.rgb, layer.alpha
     ax, ay = anchor
@@ -133,8 +145,8 @@ def finish_sprite(layer: Layer, face: np.ndarray | None, anchor: tuple[float, fl
     x, y, w, h = cv2.boundingRect(alpha)  # drop the empty margins before rotating and pasting
     if w == 0 or h == 0:
         x, y, w, h = 0, 0, 1, 1
-    rgb, alpha = rgb[y:y + h, x:x + w], alpha[y:y + h, x:x + w]
-    face = None if face is None else face[y:y + h, x:x + w]
+    rgb, alpha = rgb[y : y + h, x : x + w], alpha[y : y + h, x : x + w]
+    face = None if face is None else face[y : y + h, x : x + w]
     ax, ay = ax - x, ay - y
     if abs(angle_deg) > 0.5:
         h, w = alpha.shape
@@ -193,8 +205,12 @@ class Scene:
             owner[f] = face_id
             rows, cols = np.flatnonzero(f.any(1)), np.flatnonzero(f.any(0))
             if rows.size:
-                self.face_boxes[face_id] = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1,
-                                            y0 + int(rows[-1]) + 1)
+                self.face_boxes[face_id] = (
+                    x0 + int(cols[0]),
+                    y0 + int(rows[0]),
+                    x0 + int(cols[-1]) + 1,
+                    y0 + int(rows[-1]) + 1,
+                )
         return face_id
 
     def cover(self, mask: np.ndarray, x0: int = 0, y0: int = 0) -> None:
@@ -203,7 +219,7 @@ class Scene:
         W, H = self.size
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
         if xa < xb and ya < yb:
-            self.owner[ya:yb, xa:xb][mask[ya - y0:yb - y0, xa - x0:xb - x0] > 0] = -1
+            self.owner[ya:yb, xa:xb][mask[ya - y0 : yb - y0, xa - x0 : xb - x0] > 0] = -1
 
     def visible_fraction(self) -> np.ndarray:
         """Per face: visible face-region pixels over the whole face-region area."""

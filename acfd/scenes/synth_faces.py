@@ -23,13 +23,29 @@ import math
 
 import numpy as np
 
-from acfd.scenes.synth_draw import Color, Layer, Sprite, ellipse_points, finish_sprite, hsv, mix, \
-    random_color, shade
+from acfd.scenes.synth_draw import Color, Layer, Sprite, ellipse_points, finish_sprite, hsv, mix, random_color, shade
 
-HUMAN_SKIN: tuple[Color, ...] = ((255, 224, 196), (247, 206, 170), (233, 185, 140), (198, 140, 96),
-                                 (141, 92, 60), (255, 236, 220), (250, 215, 190))
-HAIR: tuple[Color, ...] = ((25, 20, 20), (60, 40, 30), (110, 70, 40), (230, 200, 110), (200, 80, 40),
-                           (240, 240, 245), (70, 90, 200), (230, 120, 170), (60, 160, 90), (150, 60, 180))
+HUMAN_SKIN: tuple[Color, ...] = (
+    (255, 224, 196),
+    (247, 206, 170),
+    (233, 185, 140),
+    (198, 140, 96),
+    (141, 92, 60),
+    (255, 236, 220),
+    (250, 215, 190),
+)
+HAIR: tuple[Color, ...] = (
+    (25, 20, 20),
+    (60, 40, 30),
+    (110, 70, 40),
+    (230, 200, 110),
+    (200, 80, 40),
+    (240, 240, 245),
+    (70, 90, 200),
+    (230, 120, 170),
+    (60, 160, 90),
+    (150, 60, 180),
+)
 HEAD_KINDS = ("ellipse", "round_rect", "chin", "pear", "blob", "robot")
 HEAD_P = (0.3, 0.12, 0.22, 0.14, 0.14, 0.08)
 EYES = ("dot", "round", "anime", "closed", "line", "x", "robot", "lidded", "cyclops")
@@ -38,8 +54,9 @@ MOUTHS = ("smile", "frown", "line", "open", "o", "teeth", "cat", "beak", "wavy")
 MOUTHS_P = (0.26, 0.08, 0.12, 0.22, 0.07, 0.1, 0.06, 0.04, 0.05)
 
 
-def draw_head(rng: np.random.Generator, face_w: float, face_h: float, angle_deg: float = 0.0,
-              facing_away: bool = False) -> Sprite:
+def draw_head(
+    rng: np.random.Generator, face_w: float, face_h: float, angle_deg: float = 0.0, facing_away: bool = False
+) -> Sprite:
     """A head whose face region is ``face_w x face_h`` pixels before rotation by ``angle_deg``.
 
     The sprite's anchor is the centre of the (unrotated) face box.
@@ -63,8 +80,15 @@ def draw_head(rng: np.random.Generator, face_w: float, face_h: float, angle_deg:
     outline_t = 0 if rng.random() < 0.2 else max(1, int(round(min(fw, fh) * rng.uniform(0.012, 0.05))))
     outline = shade(skin, 0.35) if rng.random() < 0.4 else (int(rng.integers(10, 50)),) * 3
     hair = HAIR[rng.integers(len(HAIR))] if rng.random() < 0.8 else random_color(rng)
-    hair_style = "none" if kind == "robot" else str(rng.choice(
-        ["none", "cap", "bangs", "spiky", "long", "curly", "bun"], p=[0.2, 0.18, 0.2, 0.12, 0.14, 0.08, 0.08]))
+    hair_style = (
+        "none"
+        if kind == "robot"
+        else str(
+            rng.choice(
+                ["none", "cap", "bangs", "spiky", "long", "curly", "bun"], p=[0.2, 0.18, 0.2, 0.12, 0.14, 0.08, 0.08]
+            )
+        )
+    )
     if facing_away and hair_style == "none" and rng.random() < 0.6:
         hair_style = "cap"
     lt = max(1, int(round(min(fw, fh) * rng.uniform(0.025, 0.06))))
@@ -132,8 +156,8 @@ def _shading(rng, layer: Layer, head: np.ndarray, skin: Color) -> None:
         h, w = layer.alpha.shape
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         lx = rng.uniform(0.2, 0.8)
-        yy, xx = np.mgrid[0:y1 - y0, 0:x1 - x0].astype(np.float32)
-        d = ((xx / max(x1 - x0, 1) - lx) ** 2 + (yy / max(y1 - y0, 1) - 0.3) ** 2)
+        yy, xx = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32)
+        d = (xx / max(x1 - x0, 1) - lx) ** 2 + (yy / max(y1 - y0, 1) - 0.3) ** 2
         f = np.clip(1.08 - rng.uniform(0.3, 0.6) * d, 0.55, 1.0)[..., None]
         sel = layer.mask_of(head)[y0:y1, x0:x1] > 0
         region = layer.rgb[y0:y1, x0:x1]
@@ -141,8 +165,14 @@ def _shading(rng, layer: Layer, head: np.ndarray, skin: Color) -> None:
     if rng.random() < 0.25:
         x0, y0 = head.min(0)
         x1, y1 = head.max(0)
-        layer.ellipse(x0 + (x1 - x0) * rng.uniform(0.25, 0.4), y0 + (y1 - y0) * 0.22, (x1 - x0) * 0.08,
-                      (y1 - y0) * 0.05, shade(skin, 1.6), angle=-0.5)
+        layer.ellipse(
+            x0 + (x1 - x0) * rng.uniform(0.25, 0.4),
+            y0 + (y1 - y0) * 0.22,
+            (x1 - x0) * 0.08,
+            (y1 - y0) * 0.05,
+            shade(skin, 1.6),
+            angle=-0.5,
+        )
 
 
 def _features(rng, layer: Layer, kind: str, x0, y0, fw, fh, skin: Color, hair: Color, lt: int) -> None:
@@ -159,14 +189,22 @@ def _features(rng, layer: Layer, kind: str, x0, y0, fw, fh, skin: Color, hair: C
     iris = random_color(rng, (0.5, 1.0), (0.4, 0.9))
     look = rng.uniform(-0.4, 0.4)
     # (x, size factor): turned heads show the far eye smaller
-    eyes = [(cx, 1.0)] if style == "cyclops" else [(cx - gap, 1.0 - max(yaw, 0) * 2.5),
-                                                   (cx + gap, 1.0 + min(yaw, 0) * 2.5)]
+    eyes = (
+        [(cx, 1.0)]
+        if style == "cyclops"
+        else [(cx - gap, 1.0 - max(yaw, 0) * 2.5), (cx + gap, 1.0 + min(yaw, 0) * 2.5)]
+    )
     if rng.random() < 0.3:  # blush under the eyes
         for ex, sc in eyes:
             layer.ellipse(ex, ey + r * 1.5, min(r * 0.8, fw * 0.12) * sc, r * 0.4, mix(skin, (255, 120, 140), 0.45))
     if rng.random() < 0.12 and kind != "robot":  # animal muzzle
-        layer.ellipse(cx, ey + (y0 + fh - ey) * 0.45, fw * rng.uniform(0.18, 0.3), (y0 + fh - ey) * 0.3,
-                      shade(skin, rng.choice([0.8, 1.5])))
+        layer.ellipse(
+            cx,
+            ey + (y0 + fh - ey) * 0.45,
+            fw * rng.uniform(0.18, 0.3),
+            (y0 + fh - ey) * 0.3,
+            shade(skin, rng.choice([0.8, 1.5])),
+        )
     for ex, sc in eyes:
         _eye(layer, style, ex, ey, r * (1.7 if style == "cyclops" else sc), dark, iris, skin, look, lt)
     if style not in ("robot", "cyclops") and rng.random() < 0.6:
@@ -200,8 +238,15 @@ def _eye(layer: Layer, style: str, x, y, r, dark: Color, iris: Color, skin: Colo
         layer.ellipse(x + look * r * 0.35, y + r * 0.1, r * 0.42, r * 0.5, dark)
         layer.ellipse(x + look * r * 0.35 - r * 0.15, y - r * 0.15, r * 0.14, r * 0.14, white)
         if style == "lidded":
-            layer.poly([(x - r * 0.95, y - r * 1.1), (x + r * 0.95, y - r * 1.1), (x + r * 0.95, y - r * 0.1),
-                        (x - r * 0.95, y + r * 0.2)], skin)
+            layer.poly(
+                [
+                    (x - r * 0.95, y - r * 1.1),
+                    (x + r * 0.95, y - r * 1.1),
+                    (x + r * 0.95, y - r * 0.1),
+                    (x - r * 0.95, y + r * 0.2),
+                ],
+                skin,
+            )
             layer.polyline([(x - r * 0.95, y + r * 0.2), (x + r * 0.95, y - r * 0.1)], dark, lt)
     elif style == "anime":
         layer.ellipse(x, y, r * 0.8, r * 1.2, white)
@@ -219,8 +264,9 @@ def _eye(layer: Layer, style: str, x, y, r, dark: Color, iris: Color, skin: Colo
         layer.polyline([(x - r * 0.6, y + r * 0.6), (x + r * 0.6, y - r * 0.6)], dark, lt + 1)
     elif style == "robot":
         glow = hsv(0.5 if look > 0 else 0.0 if look < -0.2 else 0.14, 0.8, 1.0)
-        layer.poly([(x - r, y - r * 0.6), (x + r, y - r * 0.6), (x + r, y + r * 0.6), (x - r, y + r * 0.6)], glow,
-                   dark, lt)
+        layer.poly(
+            [(x - r, y - r * 0.6), (x + r, y - r * 0.6), (x + r, y + r * 0.6), (x - r, y + r * 0.6)], glow, dark, lt
+        )
 
 
 def _nose(rng, layer: Layer, x, y, r, skin: Color, dark: Color, lt: int) -> None:
@@ -228,11 +274,18 @@ def _nose(rng, layer: Layer, x, y, r, skin: Color, dark: Color, lt: int) -> None
     if style == "dot":
         layer.ellipse(x, y, r * 0.15, r * 0.12, shade(skin, 0.55))
     elif style == "line":
-        layer.polyline([(x, y - r * 0.6), (x - r * 0.25, y + r * 0.3), (x + r * 0.1, y + r * 0.35)], shade(skin, 0.5),
-                       max(1, lt - 1))
+        layer.polyline(
+            [(x, y - r * 0.6), (x - r * 0.25, y + r * 0.3), (x + r * 0.1, y + r * 0.35)],
+            shade(skin, 0.5),
+            max(1, lt - 1),
+        )
     elif style == "tri":
-        layer.poly([(x, y - r * 0.5), (x - r * 0.35, y + r * 0.3), (x + r * 0.35, y + r * 0.3)], shade(skin, 0.8),
-                   dark, max(1, lt - 1))
+        layer.poly(
+            [(x, y - r * 0.5), (x - r * 0.35, y + r * 0.3), (x + r * 0.35, y + r * 0.3)],
+            shade(skin, 0.8),
+            dark,
+            max(1, lt - 1),
+        )
     elif style == "button":
         layer.ellipse(x, y, r * 0.45, r * 0.35, random_color(rng, (0.5, 0.9), (0.2, 0.9)), dark, max(1, lt - 1))
     elif style == "cat":
@@ -258,8 +311,9 @@ def _mouth(rng, layer: Layer, x, y, w, h, skin: Color, dark: Color, lt: int) -> 
         layer.ellipse(x, y, w * 0.3, h * 0.35, red, dark, lt)
     elif style == "teeth":
         hh = h * 0.35
-        layer.poly([(x - w, y - hh), (x + w, y - hh), (x + w * 0.8, y + hh), (x - w * 0.8, y + hh)], (250, 250, 240),
-                   dark, lt)
+        layer.poly(
+            [(x - w, y - hh), (x + w, y - hh), (x + w * 0.8, y + hh), (x - w * 0.8, y + hh)], (250, 250, 240), dark, lt
+        )
         for i in range(1, 4):
             xi = x - w + 2 * w * i / 4
             layer.polyline([(xi, y - hh), (xi, y + hh)], dark, max(1, lt - 1))
@@ -290,8 +344,11 @@ def _ears(rng, layer: Layer, head: np.ndarray, x0, y0, fw, fh, u, skin: Color, o
         bx = cx + side * fw * rng.uniform(0.22, 0.32)
         by = top_y + (y0 - top_y) * 0.35
         if kind == "cat":
-            ear = [(bx - side * u * 0.18, by + u * 0.05), (bx + side * u * 0.1, by - u * 0.4),
-                   (bx + side * u * 0.22, by + u * 0.1)]
+            ear = [
+                (bx - side * u * 0.18, by + u * 0.05),
+                (bx + side * u * 0.1, by - u * 0.4),
+                (bx + side * u * 0.22, by + u * 0.1),
+            ]
             layer.poly(ear, skin, outline, t)
         elif kind == "rabbit":
             layer.ellipse(bx, by - u * 0.45, u * 0.12, u * 0.5, skin, outline, t, angle=side * 0.2)
@@ -308,15 +365,24 @@ def _antenna(rng, layer: Layer, head: np.ndarray, u, outline: Color, t: int) -> 
     layer.ellipse(tip[0], tip[1], u * 0.06, u * 0.06, hsv(rng.random(), 0.9, 1.0), outline, max(1, t // 2))
 
 
-def _hair_cap(rng, layer: Layer, head: np.ndarray, hair: Color, outline: Color, t: int, cut: float,
-              spikes: int, depth: float = 0.0) -> np.ndarray:
+def _hair_cap(
+    rng,
+    layer: Layer,
+    head: np.ndarray,
+    hair: Color,
+    outline: Color,
+    t: int,
+    cut: float,
+    spikes: int,
+    depth: float = 0.0,
+) -> np.ndarray:
     """Hair covering the head above ``cut``, slightly larger than the head, bangs as ``spikes`` points."""
     centre = head.mean(0)
     big = centre + (head - centre) * rng.uniform(1.04, 1.12)
     above = np.flatnonzero(big[:, 1] < cut)
     if above.size < 3:
         return big
-    arc = big[above[0]: above[-1] + 1]
+    arc = big[above[0] : above[-1] + 1]
     xl, xr = arc[0, 0], arc[-1, 0]
     if spikes:
         xs = np.linspace(xr, xl, 2 * spikes + 1)
@@ -364,8 +430,9 @@ def _long_hair_back(rng, layer: Layer, head: np.ndarray, hair: Color, outline: C
     arc = big[big[:, 1] < y0]
     length = y0 + fh * rng.uniform(0.7, 1.4)
     (xl, _), (xr, _) = arc[0], arc[-1]
-    layer.poly(np.concatenate([arc, [[xr + fh * 0.05, length], [xl - fh * 0.05, length]]]), shade(hair, 0.8),
-               outline, t)
+    layer.poly(
+        np.concatenate([arc, [[xr + fh * 0.05, length], [xl - fh * 0.05, length]]]), shade(hair, 0.8), outline, t
+    )
 
 
 def _hat(rng, layer: Layer, head, y0, u, outline: Color, t: int) -> None:
@@ -392,11 +459,19 @@ def _hat(rng, layer: Layer, head, y0, u, outline: Color, t: int) -> None:
         hw, hh = w * 0.3, u * 0.3
         xs = np.linspace(cx - hw, cx + hw, 7)
         ys = np.where(np.arange(7) % 2 == 0, top - hh, top - hh * 0.4)
-        layer.poly(np.concatenate([[[cx - hw, top + u * 0.05]], np.stack([xs, ys], 1), [[cx + hw, top + u * 0.05]]]),
-                   (240, 200, 40), outline, t)
+        layer.poly(
+            np.concatenate([[[cx - hw, top + u * 0.05]], np.stack([xs, ys], 1), [[cx + hw, top + u * 0.05]]]),
+            (240, 200, 40),
+            outline,
+            t,
+        )
     else:
         bx, by = cx + rng.uniform(-0.3, 0.3) * w, top + u * 0.05
         for side in (-1, 1):
-            layer.poly([(bx, by), (bx + side * u * 0.25, by - u * 0.15), (bx + side * u * 0.25, by + u * 0.15)], color,
-                       outline, t)
+            layer.poly(
+                [(bx, by), (bx + side * u * 0.25, by - u * 0.15), (bx + side * u * 0.25, by + u * 0.15)],
+                color,
+                outline,
+                t,
+            )
         layer.ellipse(bx, by, u * 0.06, u * 0.06, color, outline, t)

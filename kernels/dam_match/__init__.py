@@ -47,7 +47,6 @@ from acfd.kernels.dam_match.reference import dam_match_reference
 from acfd.kernels.dispatch import use_triton
 
 
-
 class DamMatch(NamedTuple):
     labels: torch.Tensor  # [B, A] int64: 0 negative, 1 step-1 match, 2 step-2 compensation
     gt_index: torch.Tensor  # [B, A] int64: matched ground-truth column, -1 for negatives
@@ -81,8 +80,11 @@ def dam_match(
 
 
 def _check_inputs(anchors, pred_boxes, gt_boxes, gt_count):
-    for name, t, dims in (("anchors", anchors, "[A, 4]"), ("pred_boxes", pred_boxes, "[B, A, 4]"),
-                          ("gt_boxes", gt_boxes, "[B, G, 4]")):
+    for name, t, dims in (
+        ("anchors", anchors, "[A, 4]"),
+        ("pred_boxes", pred_boxes, "[B, A, 4]"),
+        ("gt_boxes", gt_boxes, "[B, G, 4]"),
+    ):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"dam_match: {name} must be a tensor {dims}, got {type(t).__name__}")
         if not t.is_floating_point():

@@ -66,11 +66,21 @@ def _fold_row_max(iou, offs_g, best, arg, num_gt):
 
 @triton.jit
 def dam_match_kernel(
-    anchors_ptr, pred_ptr, gt_ptr, count_ptr,  # [A, 4], [B, A, 4], [B, G, 4] fp32; [B] int64
-    labels_ptr, index_ptr, iou_ptr,  # [B, A] int64, int64, fp32 outputs
+    anchors_ptr,
+    pred_ptr,
+    gt_ptr,
+    count_ptr,  # [A, 4], [B, A, 4], [B, G, 4] fp32; [B] int64
+    labels_ptr,
+    index_ptr,
+    iou_ptr,  # [B, A] int64, int64, fp32 outputs
     gt_key_ptr,  # [B, G] int64 best-anchor keys (FALLBACK only), filled with -1
-    num_anchors, num_gt, t1, t2,
-    BLOCK_A: tl.constexpr, BLOCK_G: tl.constexpr, FALLBACK: tl.constexpr,
+    num_anchors,
+    num_gt,
+    t1,
+    t2,
+    BLOCK_A: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    FALLBACK: tl.constexpr,
 ):
     pid_a = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -162,10 +172,23 @@ def dam_match_triton(
     gt_key = torch.full((batch, num_gt), -1, dtype=torch.int64, device=device) if fallback else labels
     grid = (triton.cdiv(num_anchors, block_a), batch)
     dam_match_kernel[grid](
-        anchors, pred_boxes, gt_boxes, gt_count, labels, gt_index, iou, gt_key,
-        num_anchors, num_gt, float(t1), float(t2),
-        BLOCK_A=block_a, BLOCK_G=block_g, FALLBACK=fallback,
-        num_warps=num_warps, **KERNEL_OPTIONS,
+        anchors,
+        pred_boxes,
+        gt_boxes,
+        gt_count,
+        labels,
+        gt_index,
+        iou,
+        gt_key,
+        num_anchors,
+        num_gt,
+        float(t1),
+        float(t2),
+        BLOCK_A=block_a,
+        BLOCK_G=block_g,
+        FALLBACK=fallback,
+        num_warps=num_warps,
+        **KERNEL_OPTIONS,
     )
     if fallback:
         found = gt_key >= 0
@@ -173,20 +196,37 @@ def dam_match_triton(
         gt_best_anchor = torch.where(found, _LOW_MAX - (gt_key & 0xFFFFFFFF), 0)
         valid = gt_valid_mask(gt_count, num_gt)
         t1_ = torch.tensor(t1, dtype=torch.float32, device=device)
-        labels, gt_index, iou = apply_best_anchor_fallback(labels, gt_index, iou, gt_best_iou, gt_best_anchor, valid, t1_)
+        labels, gt_index, iou = apply_best_anchor_fallback(
+            labels, gt_index, iou, gt_best_iou, gt_best_anchor, valid, t1_
+        )
     return labels, gt_index, iou
 
 
 # ---------------------------------------------------------------- ahead-of-time table (kernels/aot.py)
 
 SIGNATURE = {
-    "anchors_ptr": "*fp32", "pred_ptr": "*fp32", "gt_ptr": "*fp32", "count_ptr": "*i64",
-    "labels_ptr": "*i64", "index_ptr": "*i64", "iou_ptr": "*fp32", "gt_key_ptr": "*i64",
-    "num_anchors": "i32", "num_gt": "i32", "t1": "fp32", "t2": "fp32",
+    "anchors_ptr": "*fp32",
+    "pred_ptr": "*fp32",
+    "gt_ptr": "*fp32",
+    "count_ptr": "*i64",
+    "labels_ptr": "*i64",
+    "index_ptr": "*i64",
+    "iou_ptr": "*fp32",
+    "gt_key_ptr": "*i64",
+    "num_anchors": "i32",
+    "num_gt": "i32",
+    "t1": "fp32",
+    "t2": "fp32",
 }
 AOT_LAUNCHES = tuple(
-    AotLaunch(dam_match_kernel, f"fallback={'on' if fallback else 'off'}", SIGNATURE,
-              {"BLOCK_A": BLOCK_A, "BLOCK_G": BLOCK_G, "FALLBACK": fallback}, NUM_WARPS, KERNEL_OPTIONS)
+    AotLaunch(
+        dam_match_kernel,
+        f"fallback={'on' if fallback else 'off'}",
+        SIGNATURE,
+        {"BLOCK_A": BLOCK_A, "BLOCK_G": BLOCK_G, "FALLBACK": fallback},
+        NUM_WARPS,
+        KERNEL_OPTIONS,
+    )
     for fallback in (False, True)
 )
 AOT_INLINED = (_area, _iou_tile, _fold_row_max)

@@ -70,7 +70,15 @@ def _focal_terms(x, pos, margin, alpha, gamma):
 
 @triton.jit
 def mbc_focal_forward_kernel(
-    logits_ptr, labels_ptr, part_loss_ptr, part_count_ptr, n, nblocks, margin, alpha, gamma,
+    logits_ptr,
+    labels_ptr,
+    part_loss_ptr,
+    part_count_ptr,
+    n,
+    nblocks,
+    margin,
+    alpha,
+    gamma,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -90,7 +98,13 @@ def mbc_focal_forward_kernel(
 
 @triton.jit
 def mbc_focal_finalize_kernel(
-    part_loss_ptr, part_count_ptr, loss_ptr, scale_ptr, nblocks, lambda_cls, BLOCK: tl.constexpr,
+    part_loss_ptr,
+    part_count_ptr,
+    loss_ptr,
+    scale_ptr,
+    nblocks,
+    lambda_cls,
+    BLOCK: tl.constexpr,
 ):
     acc1 = tl.zeros([BLOCK], tl.float32)
     acc2 = tl.zeros([BLOCK], tl.float32)
@@ -112,7 +126,15 @@ def mbc_focal_finalize_kernel(
 
 @triton.jit
 def mbc_focal_backward_kernel(
-    logits_ptr, labels_ptr, scale_ptr, grad_out_ptr, grad_ptr, n, margin, alpha, gamma,
+    logits_ptr,
+    labels_ptr,
+    scale_ptr,
+    grad_out_ptr,
+    grad_ptr,
+    n,
+    margin,
+    alpha,
+    gamma,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -141,11 +163,28 @@ class MbcFocalLossTriton(torch.autograd.Function):
         loss = torch.empty((), dtype=torch.float32, device=logits.device)
         scale = torch.empty(2, dtype=torch.float32, device=logits.device)
         mbc_focal_forward_kernel[(nblocks,)](
-            logits, labels, part_loss, part_count, n, nblocks, margin, alpha, gamma,
-            BLOCK=BLOCK, num_warps=NUM_WARPS, **KERNEL_OPTIONS,
+            logits,
+            labels,
+            part_loss,
+            part_count,
+            n,
+            nblocks,
+            margin,
+            alpha,
+            gamma,
+            BLOCK=BLOCK,
+            num_warps=NUM_WARPS,
+            **KERNEL_OPTIONS,
         )
         mbc_focal_finalize_kernel[(1,)](
-            part_loss, part_count, loss, scale, nblocks, lambda_cls, BLOCK=FINAL_BLOCK, num_warps=NUM_WARPS,
+            part_loss,
+            part_count,
+            loss,
+            scale,
+            nblocks,
+            lambda_cls,
+            BLOCK=FINAL_BLOCK,
+            num_warps=NUM_WARPS,
             **KERNEL_OPTIONS,
         )
         ctx.save_for_backward(logits, labels, scale)
@@ -162,8 +201,18 @@ class MbcFocalLossTriton(torch.autograd.Function):
         grad = torch.empty_like(logits)
         grid = (max(triton.cdiv(n, BLOCK), 1),)
         mbc_focal_backward_kernel[grid](
-            logits, labels, scale, grad_out.float().contiguous(), grad, n, margin, alpha, gamma,
-            BLOCK=BLOCK, num_warps=NUM_WARPS, **KERNEL_OPTIONS,
+            logits,
+            labels,
+            scale,
+            grad_out.float().contiguous(),
+            grad,
+            n,
+            margin,
+            alpha,
+            gamma,
+            BLOCK=BLOCK,
+            num_warps=NUM_WARPS,
+            **KERNEL_OPTIONS,
         )
         return grad, None, None, None, None, None
 
@@ -181,24 +230,49 @@ _LABELS = triton_type(LABEL_DTYPE)
 
 
 def _forward(dtype):
-    signature = {"logits_ptr": triton_type(dtype), "labels_ptr": _LABELS, "part_loss_ptr": "*fp32",
-                 "part_count_ptr": "*i32", "n": "i32", "nblocks": "i32", **_SCALARS}
-    return AotLaunch(mbc_focal_forward_kernel, triton_type(dtype)[1:], signature, {"BLOCK": BLOCK}, NUM_WARPS,
-                     KERNEL_OPTIONS)
+    signature = {
+        "logits_ptr": triton_type(dtype),
+        "labels_ptr": _LABELS,
+        "part_loss_ptr": "*fp32",
+        "part_count_ptr": "*i32",
+        "n": "i32",
+        "nblocks": "i32",
+        **_SCALARS,
+    }
+    return AotLaunch(
+        mbc_focal_forward_kernel, triton_type(dtype)[1:], signature, {"BLOCK": BLOCK}, NUM_WARPS, KERNEL_OPTIONS
+    )
 
 
 def _backward(dtype):
-    signature = {"logits_ptr": triton_type(dtype), "labels_ptr": _LABELS, "scale_ptr": "*fp32",
-                 "grad_out_ptr": "*fp32", "grad_ptr": triton_type(dtype), "n": "i32", **_SCALARS}
-    return AotLaunch(mbc_focal_backward_kernel, triton_type(dtype)[1:], signature, {"BLOCK": BLOCK}, NUM_WARPS,
-                     KERNEL_OPTIONS)
+    signature = {
+        "logits_ptr": triton_type(dtype),
+        "labels_ptr": _LABELS,
+        "scale_ptr": "*fp32",
+        "grad_out_ptr": "*fp32",
+        "grad_ptr": triton_type(dtype),
+        "n": "i32",
+        **_SCALARS,
+    }
+    return AotLaunch(
+        mbc_focal_backward_kernel, triton_type(dtype)[1:], signature, {"BLOCK": BLOCK}, NUM_WARPS, KERNEL_OPTIONS
+    )
 
 
 _FINALIZE = AotLaunch(
-    mbc_focal_finalize_kernel, "fp32",
-    {"part_loss_ptr": "*fp32", "part_count_ptr": "*i32", "loss_ptr": "*fp32", "scale_ptr": "*fp32",
-     "nblocks": "i32", "lambda_cls": "fp32"},
-    {"BLOCK": FINAL_BLOCK}, NUM_WARPS, KERNEL_OPTIONS,
+    mbc_focal_finalize_kernel,
+    "fp32",
+    {
+        "part_loss_ptr": "*fp32",
+        "part_count_ptr": "*i32",
+        "loss_ptr": "*fp32",
+        "scale_ptr": "*fp32",
+        "nblocks": "i32",
+        "lambda_cls": "fp32",
+    },
+    {"BLOCK": FINAL_BLOCK},
+    NUM_WARPS,
+    KERNEL_OPTIONS,
 )
 AOT_LAUNCHES = (*map(_forward, LOGIT_DTYPES), _FINALIZE, *map(_backward, LOGIT_DTYPES))
 AOT_INLINED = (_focal_terms,)

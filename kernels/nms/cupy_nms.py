@@ -150,5 +150,7 @@ def nms_cupy(boxes, scores, iou_threshold: float, max_keep: int | None = None):
         (sorted_boxes, np.int32(n), np.float32(iou_threshold), mask),
     )
     threads = min(1024, max(32, -(-col_blocks // 32) * 32))
-    reduce_kernel((1,), (threads,), (mask, np.int32(n), np.int32(col_blocks), np.int32(limit), keep), shared_mem=col_blocks * 8)
+    reduce_kernel(
+        (1,), (threads,), (mask, np.int32(n), np.int32(col_blocks), np.int32(limit), keep), shared_mem=col_blocks * 8
+    )
     return order[cupy.flatnonzero(keep)].astype(cupy.int64)

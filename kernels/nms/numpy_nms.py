@@ -109,7 +109,9 @@ def _first_kept(sorted_boxes: np.ndarray, threshold: np.float32, max_keep: int) 
     """
     zero = np.float32(0.0)
     n = sorted_boxes.shape[0]
-    area = np.maximum(sorted_boxes[:, 2] - sorted_boxes[:, 0], zero) * np.maximum(sorted_boxes[:, 3] - sorted_boxes[:, 1], zero)
+    area = np.maximum(sorted_boxes[:, 2] - sorted_boxes[:, 0], zero) * np.maximum(
+        sorted_boxes[:, 3] - sorted_boxes[:, 1], zero
+    )
     by_x = np.argsort(sorted_boxes[:, 0], kind="stable")
     x_first = sorted_boxes[by_x, 0].tolist()
     corners = np.ascontiguousarray(sorted_boxes[by_x].T)  # [4, n]: rows x1, y1, x2, y2, columns in x1 order

@@ -111,8 +111,10 @@ def ptxas_resources(log: str) -> dict[str, dict[str, int]]:
             continue
         smem = re.search(r"(\d+) bytes smem", block)
         resources[name.group(1)] = {
-            "registers": int(regs.group(1)), "stack_frame": int(frame.group(1)),
-            "spill_stores": int(frame.group(2)), "spill_loads": int(frame.group(3)),
+            "registers": int(regs.group(1)),
+            "stack_frame": int(frame.group(1)),
+            "spill_stores": int(frame.group(2)),
+            "spill_loads": int(frame.group(3)),
             "shared_memory": int(smem.group(1)) if smem else 0,
         }
     return resources

@@ -38,7 +38,9 @@ class Serving:
 
 def write_test_preset(path: Path) -> Path:
     rows = "\n".join(f"    - [{h}, {w}]" for h, w in TEST_SCALES)
-    path.write_text(f"# tiny, with the test scales / 4 (serving tests)\nbase: tiny\ninference:\n  test_scales:\n{rows}\n")
+    path.write_text(
+        f"# tiny, with the test scales / 4 (serving tests)\nbase: tiny\ninference:\n  test_scales:\n{rows}\n"
+    )
     return path
 
 
@@ -82,7 +84,9 @@ def serving(tmp_path_factory) -> Iterator[Serving]:
     while len(ports) < 3:
         ports.add(free_port())
     grpc_port, http_port, metrics_port = sorted(ports)
-    config = ServerConfig(repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, startup_timeout_s=180)
+    config = ServerConfig(
+        repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, startup_timeout_s=180
+    )
     server = TritonServer(config).start()
     try:
         yield Serving(server=server, repo=repo, export_dir=root / "export", checkpoint=root / "tiny.pt", preset=preset)

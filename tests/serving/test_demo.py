@@ -66,13 +66,39 @@ def demo_run(tmp_path_factory):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)  # a PNG signature, then garbage
     out = root / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "acfd", "demo", str(mine), str(broken), "--weights", str(root / "tiny.pt"),
-         "--out", str(out), "--scenes", "2", "--seed", str(SEED), "--min-score", "0"],
-        capture_output=True, text=True, timeout=300, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "acfd",
+            "demo",
+            str(mine),
+            str(broken),
+            "--weights",
+            str(root / "tiny.pt"),
+            "--out",
+            str(out),
+            "--scenes",
+            "2",
+            "--seed",
+            str(SEED),
+            "--min-score",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
-    return {"done": done, "out": out, "summary": summary, "checkpoint": root / "tiny.pt", "mine": mine, "broken": broken}
+    return {
+        "done": done,
+        "out": out,
+        "summary": summary,
+        "checkpoint": root / "tiny.pt",
+        "mine": mine,
+        "broken": broken,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +129,13 @@ def test_demo_runs_end_to_end_and_stops_its_server(demo_run):
 
     out, summary, stdout = demo_run["out"], demo_run["summary"], demo_run["done"].stdout
     assert stdout.strip().splitlines()[-1].endswith(f"in {out.resolve()}")  # where the output went, last
-    for step in ("[1/5] exported", "[2/5] model repository", "[3/5] server ready in", "[4/5] server stopped", "[5/5] timing"):
+    for step in (
+        "[1/5] exported",
+        "[2/5] model repository",
+        "[3/5] server ready in",
+        "[4/5] server stopped",
+        "[5/5] timing",
+    ):
         assert step in stdout, stdout
     names = [r["name"] for r in summary["images"]]
     assert names == ["scene-00.png", "scene-01.png", "mine.png", "broken.png"]
@@ -164,7 +196,7 @@ def test_annotated_image_shows_the_boxes(demo_run):
     x1, y1, x2, y2 = (int(round(v)) for v in record["detections"][-1]["box"])  # the lowest score: drawn last
     x1, x2 = (min(max(v, 0), width - 1) for v in (x1, x2))
     y1, y2 = (min(max(v, 0), height - 1) for v in (y1, y2))
-    left_edge = annotated[y1:y2 + 1, x1]
+    left_edge = annotated[y1 : y2 + 1, x1]
     assert (left_edge == BOX_COLOR).all(axis=1).mean() > 0.5, "the box outline is not drawn in BOX_COLOR"
 
 
@@ -173,7 +205,9 @@ def test_demo_figure_makes_a_contact_sheet(demo_run, tmp_path):
     sheet = tmp_path / "demo.png"
     done = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "demo_figure.py"), str(demo_run["out"]), str(sheet)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     image = cv2.imread(str(sheet))
@@ -207,7 +241,10 @@ def test_refuses_to_fill_a_folder_it_did_not_make(tmp_path, capsys):
     (precious / "notes.txt").write_text("keep me")
     assert acfd_main(["demo", "--weights", str(weights), "--out", str(precious)]) == 1
     err = capsys.readouterr().err
-    assert err == f"acfd demo: --out {precious}: folder exists and was not made by `acfd demo`; choose a new or empty folder\n"
+    assert (
+        err
+        == f"acfd demo: --out {precious}: folder exists and was not made by `acfd demo`; choose a new or empty folder\n"
+    )
     assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
 
 

@@ -57,7 +57,11 @@ def test_predict_detector_and_server_agree_on_video_frames_and_images(serving, t
             assert len(got_scores) == len(mine) == len(served) > 0, what
             for label, boxes, scores in (
                 ("Detector", mine.boxes, mine.scores),
-                ("server", np.array([d.box for d in served], np.float32), np.array([d.score for d in served], np.float32)),
+                (
+                    "server",
+                    np.array([d.box for d in served], np.float32),
+                    np.array([d.score for d in served], np.float32),
+                ),
             ):
                 np.testing.assert_allclose(got_scores, scores, rtol=0, atol=1e-3, err_msg=f"{what} vs {label}")
                 np.testing.assert_allclose(got_boxes, boxes, rtol=0, atol=1.0, err_msg=f"{what} vs {label}")

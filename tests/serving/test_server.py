@@ -75,7 +75,9 @@ def png_bomb(side: int = 12000) -> bytes:
 
 def assert_same_detections(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray], what: str) -> None:
     (got_boxes, got_scores), (want_boxes, want_scores) = got, want
-    assert got_boxes.shape == want_boxes.shape, f"{what}: {len(got_scores)} detections served, {len(want_scores)} in process"
+    assert got_boxes.shape == want_boxes.shape, (
+        f"{what}: {len(got_scores)} detections served, {len(want_scores)} in process"
+    )
     np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=SCORE_ATOL, err_msg=what)
     np.testing.assert_allclose(got_boxes, want_boxes, rtol=0, atol=BOX_ATOL, err_msg=what)
 
@@ -175,7 +177,10 @@ def test_bad_requests_fail_alone_while_good_ones_succeed(serving, scenes, refere
                 except InferenceServerException as err:
                     outcome[key] = err
 
-            threads = [threading.Thread(target=send, args=("bad", data, dtype)), threading.Thread(target=send, args=("good", good, "UINT8"))]
+            threads = [
+                threading.Thread(target=send, args=("bad", data, dtype)),
+                threading.Thread(target=send, args=("good", good, "UINT8")),
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -185,7 +190,9 @@ def test_bad_requests_fail_alone_while_good_ones_succeed(serving, scenes, refere
             assert "\n" not in outcome["bad"].message().strip(), f"{name}: multi-line error"
             # the caller's mistake, told apart from a server fault (INTERNAL) by its gRPC status
             assert outcome["bad"].status() == "StatusCode.INVALID_ARGUMENT", f"{name}: {outcome['bad'].status()}"
-            assert not isinstance(outcome["good"], Exception), f"good request next to {name!r} failed: {outcome['good']}"
+            assert not isinstance(outcome["good"], Exception), (
+                f"good request next to {name!r} failed: {outcome['good']}"
+            )
             assert_same_detections(outcome["good"], want, f"good request next to {name!r}")
         assert client.is_server_ready() and client.is_model_ready("acfd")
 
@@ -206,7 +213,9 @@ def test_eight_threads_by_twenty_requests(serving, scenes, reference):
                 k = (thread + i) % len(payloads)
                 try:
                     result = client.infer("acfd", [image_input(payloads[k])], client_timeout=120)
-                    assert_same_detections((result.as_numpy("BOXES")[0], result.as_numpy("SCORES")[0]), wants[k], f"scene {k}")
+                    assert_same_detections(
+                        (result.as_numpy("BOXES")[0], result.as_numpy("SCORES")[0]), wants[k], f"scene {k}"
+                    )
                     done += 1
                 except Exception as err:  # collected, reported below with the thread and request
                     failures.append(f"thread {thread} request {i}: {err}")
@@ -235,10 +244,21 @@ def _acfd(*args: str, **kwargs) -> subprocess.CompletedProcess:
 @pytest.mark.server
 def test_serve_reports_port_in_use_in_one_line(serving):
     busy = serving.server.config.grpc_port
-    done = _acfd("serve", "--model-repository", str(serving.repo), "--grpc-port", str(busy),
-                 "--http-port", str(free_port()), "--metrics-port", str(free_port()))
+    done = _acfd(
+        "serve",
+        "--model-repository",
+        str(serving.repo),
+        "--grpc-port",
+        str(busy),
+        "--http-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+    )
     assert done.returncode != 0
-    assert done.stderr.strip() == f"acfd serve: gRPC port {busy} on 127.0.0.1 is in use (choose another with --grpc-port)"
+    assert (
+        done.stderr.strip() == f"acfd serve: gRPC port {busy} on 127.0.0.1 is in use (choose another with --grpc-port)"
+    )
 
 
 def _trivial_repo(root: Path, initialize: str = "pass") -> Path:
@@ -288,9 +308,23 @@ def test_serve_starts_and_stops_cleanly_on_sigterm(tmp_path):
     _skip_without_server()
     ports = _three_free_ports()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "acfd", "serve", "--model-repository", str(_trivial_repo(tmp_path)),
-         "--grpc-port", str(ports[0]), "--http-port", str(ports[1]), "--metrics-port", str(ports[2])],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "acfd",
+            "serve",
+            "--model-repository",
+            str(_trivial_repo(tmp_path)),
+            "--grpc-port",
+            str(ports[0]),
+            "--http-port",
+            str(ports[1]),
+            "--metrics-port",
+            str(ports[2]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         lines = []
@@ -323,7 +357,9 @@ def test_model_load_failure_names_the_model_and_the_reason(tmp_path):
     _skip_without_server()
     _trivial_repo(tmp_path, initialize="raise FileNotFoundError('/nowhere/model.onnx: no ONNX model')")
     ports = _three_free_ports()
-    config = ServerConfig(tmp_path, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2], log_file=tmp_path / "server.log")
+    config = ServerConfig(
+        tmp_path, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2], log_file=tmp_path / "server.log"
+    )
     server = TritonServer(config)
     with pytest.raises(ServerError) as info:
         server.start()
@@ -334,17 +370,19 @@ def test_model_load_failure_names_the_model_and_the_reason(tmp_path):
 def test_failure_reason_prefers_the_member_over_the_ensemble():
     log = [
         'E1128 14:07:12.343206 9201 server.cc:241] "CudaDriverHelper has not been initialized."',
-        'E1128 14:07:14.429451 9201 model_lifecycle.cc:642] "failed to load \'detector\' version 1: Internal: '
+        "E1128 14:07:14.429451 9201 model_lifecycle.cc:642] \"failed to load 'detector' version 1: Internal: "
         'ValueError: bad graph\\n\\nAt:\\n  /r/detector/1/model.py(5): initialize\\n"',
-        'E1128 14:07:14.429640 9201 model_repository_manager.cc:703] "Invalid argument: ensemble \'acfd\' depends on '
-        '\'detector\' which has no loaded version."',
-        'E1128 14:07:14.5 9201 model_lifecycle.cc:642] "failed to load \'acfd\' version 1: Invalid argument: ensemble '
-        '\'acfd\' depends on \'detector\' which has no loaded version"',
+        "E1128 14:07:14.429640 9201 model_repository_manager.cc:703] \"Invalid argument: ensemble 'acfd' depends on "
+        "'detector' which has no loaded version.\"",
+        "E1128 14:07:14.5 9201 model_lifecycle.cc:642] \"failed to load 'acfd' version 1: Invalid argument: ensemble "
+        "'acfd' depends on 'detector' which has no loaded version\"",
     ]
     config = ServerConfig(Path("repo"))
     assert explain_failure(log, 1, config, None) == "model 'detector' failed to load: ValueError: bad graph"
-    port_log = ['E1128 14:06:02.463642 8090 main.cc:245] "failed to start GRPC service: Unavailable - Socket '
-                '\'127.0.0.1:18001\' already in use "']
+    port_log = [
+        'E1128 14:06:02.463642 8090 main.cc:245] "failed to start GRPC service: Unavailable - Socket '
+        "'127.0.0.1:18001' already in use \""
+    ]
     assert explain_failure(port_log, 1, config, None) == "GRPC port 127.0.0.1:18001 is in use (choose another port)"
 
 
@@ -450,4 +488,7 @@ def test_repo_errors_are_one_line(tmp_path):
         build_repository(_fake_export(tmp_path, None), tmp_path / "out", "tensorrt")
     done = _acfd("repo", "--export", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
     assert done.returncode == 2
-    assert done.stderr.strip() == f"acfd repo: {tmp_path / 'missing'}: export directory not found (make one with `acfd export`)"
+    assert (
+        done.stderr.strip()
+        == f"acfd repo: {tmp_path / 'missing'}: export directory not found (make one with `acfd export`)"
+    )

@@ -110,13 +110,25 @@ class DetectionSet:
         sizes = Counter(f"{r.width}x{r.height}" for r in self.records)
         per_image = [len(r.boxes) for r in self.records]
         return {
-            "source": self.source, "format": self.format, "split": self.split, "images": self.images, "faces": self.faces,
-            "negatives": self.negatives, "max_faces_per_image": max(per_image, default=0),
-            "clipped": self.clipped, "dropped": self.dropped, "bad_entries": self.bad_entries,
-            "missing_images": self.missing_images, "unreadable_images": self.unreadable_images,
-            "crowd": self.crowd, "difficult": self.difficult, "ignore_regions": self.ignore_regions,
-            "ignore_kept": self.keep_ignore, "other_category": self.other_category,
-            "orphan_labels": self.orphan_labels, "class_name": self.class_name,
+            "source": self.source,
+            "format": self.format,
+            "split": self.split,
+            "images": self.images,
+            "faces": self.faces,
+            "negatives": self.negatives,
+            "max_faces_per_image": max(per_image, default=0),
+            "clipped": self.clipped,
+            "dropped": self.dropped,
+            "bad_entries": self.bad_entries,
+            "missing_images": self.missing_images,
+            "unreadable_images": self.unreadable_images,
+            "crowd": self.crowd,
+            "difficult": self.difficult,
+            "ignore_regions": self.ignore_regions,
+            "ignore_kept": self.keep_ignore,
+            "other_category": self.other_category,
+            "orphan_labels": self.orphan_labels,
+            "class_name": self.class_name,
             "image_sizes": [{"size": s, "images": n} for s, n in sizes.most_common(5)],
             "face_size_median": float(np.median(np.sqrt(w * h))) if len(boxes) else None,
             "size_histogram": histogram(np.sqrt(w * h), SIZE_BINS),
@@ -129,16 +141,25 @@ def histogram(values: np.ndarray, edges: tuple[float, ...]) -> list[dict]:
     """``[{"low", "high", "count"}]`` for half-open bins ``[low, high)``."""
     idx = np.searchsorted(np.asarray(edges[1:-1]), values, side="right")
     counts = np.bincount(idx, minlength=len(edges) - 1)
-    return [{"low": lo, "high": hi if math.isfinite(hi) else None, "count": int(c)}
-            for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    return [
+        {"low": lo, "high": hi if math.isfinite(hi) else None, "count": int(c)}
+        for lo, hi, c in zip(edges[:-1], edges[1:], counts)
+    ]
 
 
 FORMATS = ("coco", "csv", "yolo", "voc")
 
 
-def load_detection_set(path: str | Path, images_dir: str | Path | None = None, category: str | None = None,
-                       progress: bool = False, verify: bool = False, format: str | None = None,
-                       split: str | None = None, keep_ignore: bool = True) -> DetectionSet:
+def load_detection_set(
+    path: str | Path,
+    images_dir: str | Path | None = None,
+    category: str | None = None,
+    progress: bool = False,
+    verify: bool = False,
+    format: str | None = None,
+    split: str | None = None,
+    keep_ignore: bool = True,
+) -> DetectionSet:
     """Load a data set in any of ``FORMATS`` (see the module docstring); ``format`` forces one."""
     from acfd.training.data.data_format import detect_format
 
@@ -159,7 +180,9 @@ def load_detection_set(path: str | Path, images_dir: str | Path | None = None, c
     return load(path, build, category, progress, split)
 
 
-def split_records(records: list[ImageRecord], holdout: float, seed: int = 0) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_records(
+    records: list[ImageRecord], holdout: float, seed: int = 0
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Split into (kept, held out) with a fixed seeded shuffle; ``holdout`` is a fraction in [0, 1)."""
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {holdout}")
@@ -221,8 +244,10 @@ class Builder:
                 rec = ImageRecord(path, np.zeros((0, 4), np.float32), int(width), int(height))
                 self.boxes[name], self.ignores[name] = [], []
                 if expect is not None and expect != (width, height):
-                    self.ds.problems.append(f"{where}: {name} is {width}x{height}, the file says {expect[0]}x{expect[1]}; "
-                                            f"using {width}x{height}")
+                    self.ds.problems.append(
+                        f"{where}: {name} is {width}x{height}, the file says {expect[0]}x{expect[1]}; "
+                        f"using {width}x{height}"
+                    )
             except ImageError as err:
                 self.ds.unreadable_images += 1
                 self.ds.problems.append(f"{where}: unreadable image: {err}")
@@ -235,8 +260,9 @@ class Builder:
             return image.shape[1], image.shape[0]
         width, height = image_size(path)
         if width * height > MAX_PIXELS:
-            raise ImageError(f"{path}: header says {width}x{height}, beyond the {MAX_PIXELS}-pixel limit "
-                             f"(corrupt header?)")
+            raise ImageError(
+                f"{path}: header says {width}x{height}, beyond the {MAX_PIXELS}-pixel limit (corrupt header?)"
+            )
         return width, height
 
     def add_box(self, name: str, rec: ImageRecord, box: list[float], where: str, ignore: bool = False) -> None:
@@ -247,8 +273,12 @@ class Builder:
             self.ds.dropped += 1
             self.ds.problems.append(f"{where}: empty or inverted {what} ({fmt_box(box)}): needs x2 > x1 and y2 > y1")
             return
-        c = [min(max(x1, 0.0), rec.width), min(max(y1, 0.0), rec.height), min(max(x2, 0.0), rec.width),
-             min(max(y2, 0.0), rec.height)]
+        c = [
+            min(max(x1, 0.0), rec.width),
+            min(max(y1, 0.0), rec.height),
+            min(max(x2, 0.0), rec.width),
+            min(max(y2, 0.0), rec.height),
+        ]
         if not (c[2] > c[0] and c[3] > c[1]):
             self.ds.dropped += 1
             self.ds.problems.append(f"{where}: {what} ({fmt_box(box)}) lies outside the {rec.width}x{rec.height} image")
@@ -286,8 +316,9 @@ def _load_csv(path: Path, build: Builder, category: str | None, progress: bool, 
         fields = [f.strip() for f in line.split(",")]
         if len(fields) not in (5, 6) or not fields[0]:
             ds.bad_entries += 1
-            ds.problems.append(f"{where}: expected 5 or 6 comma-separated fields (image,x1,y1,x2,y2[,label]), "
-                               f"got {len(fields)}")
+            ds.problems.append(
+                f"{where}: expected 5 or 6 comma-separated fields (image,x1,y1,x2,y2[,label]), got {len(fields)}"
+            )
             continue
         if len(fields) == 6 and category is not None and fields[5] != category:
             ds.other_category += 1
@@ -332,8 +363,14 @@ def _load_coco(path: Path, build: Builder, category: str | None, progress: bool,
     category_id = choose_category(path, data.get("categories") or [], category)
     ds = build.ds
     ds.format = "coco"
-    ds.class_name = next((str(c.get("name")) for c in data.get("categories") or []
-                          if isinstance(c, dict) and c.get("id") == category_id), "")
+    ds.class_name = next(
+        (
+            str(c.get("name"))
+            for c in data.get("categories") or []
+            if isinstance(c, dict) and c.get("id") == category_id
+        ),
+        "",
+    )
     names: dict[object, str] = {}
     for i, entry in enumerate(tqdm(data["images"], desc="check", unit="img", disable=not progress)):
         where = f"{path}: images[{i}]"
@@ -353,8 +390,9 @@ def _load_coco(path: Path, build: Builder, category: str | None, progress: bool,
         where = f"{path}: annotations[{i}]"
         if not isinstance(ann, dict) or ann.get("image_id") not in names:
             ds.bad_entries += 1
-            ds.problems.append(f"{where}: image_id {ann.get('image_id') if isinstance(ann, dict) else None!r} "
-                               f"is not in 'images'")
+            ds.problems.append(
+                f"{where}: image_id {ann.get('image_id') if isinstance(ann, dict) else None!r} is not in 'images'"
+            )
             continue
         if category_id is not None and ann.get("category_id") != category_id:
             ds.other_category += 1
@@ -365,7 +403,9 @@ def _load_coco(path: Path, build: Builder, category: str | None, progress: bool,
             if not ds.keep_ignore:
                 continue
         bbox = ann.get("bbox")
-        values = parse_numbers(bbox) if isinstance(bbox, list) and len(bbox) == 4 else "bbox must be [x, y, width, height]"
+        values = (
+            parse_numbers(bbox) if isinstance(bbox, list) and len(bbox) == 4 else "bbox must be [x, y, width, height]"
+        )
         if isinstance(values, str):
             ds.bad_entries += 1
             ds.problems.append(f"{where}: {values}")

@@ -48,7 +48,7 @@ def load_voc(path: Path, build: Builder, category: str | None, progress: bool, s
     names = Counter(_text(obj, "name") for _, tree, _ in parsed for obj in tree.iter("object"))
     wanted = _choose_name(path, names, category)
     ds.class_name = wanted or ""
-    dirs = ([build.images_dir] if build.images_dir is not None else [root / "JPEGImages", None, root / "images"])
+    dirs = [build.images_dir] if build.images_dir is not None else [root / "JPEGImages", None, root / "images"]
     for xml_file, tree, lines in parsed:
         _add_image(xml_file, tree, lines, wanted, dirs, build)
     return build.finish()
@@ -82,7 +82,9 @@ def parse_xml(data: bytes) -> tuple[ET.Element, dict[ET.Element, int]]:
     builder = ET.TreeBuilder()
     lines: dict[ET.Element, int] = {}
     parser = expat.ParserCreate()
-    parser.StartElementHandler = lambda tag, attrs: lines.__setitem__(builder.start(tag, attrs), parser.CurrentLineNumber)
+    parser.StartElementHandler = lambda tag, attrs: lines.__setitem__(
+        builder.start(tag, attrs), parser.CurrentLineNumber
+    )
     parser.EndElementHandler = builder.end
     parser.CharacterDataHandler = builder.data
     parser.Parse(data, True)
@@ -139,8 +141,11 @@ def _add_image(xml_file: Path, tree: ET.Element, lines: dict, wanted: str | None
             if not ds.keep_ignore:
                 continue
         bndbox = obj.find("bndbox")
-        values = (parse_numbers([_text(bndbox, t) for t in BOX_TAGS], BOX_TAGS) if bndbox is not None
-                  else "object has no <bndbox>")
+        values = (
+            parse_numbers([_text(bndbox, t) for t in BOX_TAGS], BOX_TAGS)
+            if bndbox is not None
+            else "object has no <bndbox>"
+        )
         if isinstance(values, str):
             ds.bad_entries += 1
             ds.problems.append(f"{where}: object {name!r}: {values}")

@@ -95,15 +95,26 @@ def _write_coco(ds: DetectionSet, names: list[str], out: Path, report: WriteRepo
         for crowd, boxes in ((0, rec.boxes), (1, rec.ignore)):
             for x1, y1, x2, y2 in boxes.tolist():
                 w, h = x2 - x1, y2 - y1
-                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1,
-                             "bbox": [_json_num(x1), _json_num(y1), _json_num(w), _json_num(h)],
-                             "area": round(w * h, 4), "iscrowd": crowd})
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": i,
+                        "category_id": 1,
+                        "bbox": [_json_num(x1), _json_num(y1), _json_num(w), _json_num(h)],
+                        "area": round(w * h, 4),
+                        "iscrowd": crowd,
+                    }
+                )
         report.faces += len(rec.boxes)
         report.ignore_regions += len(rec.ignore)
     report.images = len(images)
     name = _class_name(ds)
-    data = {"info": {"description": f"written by acfd from {ds.source}"}, "images": images,
-            "annotations": anns, "categories": [{"id": 1, "name": name, "supercategory": name}]}
+    data = {
+        "info": {"description": f"written by acfd from {ds.source}"},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": name, "supercategory": name}],
+    }
     (out / "annotations.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     report.files = ["annotations.json", "images/"]
 
@@ -147,9 +158,11 @@ def _write_yolo(ds: DetectionSet, names: list[str], out: Path, report: WriteRepo
         report.images += 1
         report.faces += len(rec.boxes)
     data = {"path": ".", "train": "images", "val": "images", "names": {0: _class_name(ds)}}
-    (out / "data.yaml").write_text(f"# written by acfd from {ds.source}\n"
-                                   "# one set: train and val name the same images (split it before training on it)\n"
-                                   + _yaml(data), encoding="utf-8")
+    (out / "data.yaml").write_text(
+        f"# written by acfd from {ds.source}\n"
+        "# one set: train and val name the same images (split it before training on it)\n" + _yaml(data),
+        encoding="utf-8",
+    )
     report.files = ["data.yaml", "images/", "labels/"]
     if ignored:
         report.lost.append(f"{ignored} ignore regions")
@@ -176,8 +189,12 @@ def _write_voc(ds: DetectionSet, names: list[str], out: Path, report: WriteRepor
         for difficult, boxes in ((0, rec.boxes), (1, rec.ignore)):
             for x1, y1, x2, y2 in boxes.tolist():
                 obj = _sub(root, "object")
-                for tag, value in (("name", label), ("pose", "Unspecified"), ("truncated", "0"),
-                                   ("difficult", str(difficult))):
+                for tag, value in (
+                    ("name", label),
+                    ("pose", "Unspecified"),
+                    ("truncated", "0"),
+                    ("difficult", str(difficult)),
+                ):
                     _sub(obj, tag, value)
                 bndbox = _sub(obj, "bndbox")
                 for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x1 + 1, y1 + 1, x2, y2)):
@@ -185,7 +202,8 @@ def _write_voc(ds: DetectionSet, names: list[str], out: Path, report: WriteRepor
         ET.indent(root)
         xml = ET.tostring(root, encoding="unicode")
         (out / "Annotations" / Path(name).with_suffix(".xml")).write_text(
-            f'<?xml version="1.0" encoding="utf-8"?>\n{xml}\n', encoding="utf-8")
+            f'<?xml version="1.0" encoding="utf-8"?>\n{xml}\n', encoding="utf-8"
+        )
         report.images += 1
         report.faces += len(rec.boxes)
         report.ignore_regions += len(rec.ignore)

@@ -121,7 +121,11 @@ def _parse_line(fields: list[str]) -> tuple[int, list[float]] | str:
         cls = math.nan
     if not (math.isfinite(cls) and cls >= 0 and cls == int(cls)):
         return f"class {fields[0][:20]!r} is not a class id (0, 1, ...)"
-    names = ("cx", "cy", "w", "h") if len(fields) == 5 else tuple(f"{'xy'[i % 2]}{i // 2 + 1}" for i in range(len(fields) - 1))
+    names = (
+        ("cx", "cy", "w", "h")
+        if len(fields) == 5
+        else tuple(f"{'xy'[i % 2]}{i // 2 + 1}" for i in range(len(fields) - 1))
+    )
     values = parse_numbers(fields[1:], names)
     if isinstance(values, str):
         return values

@@ -182,8 +182,13 @@ def _window_start(rng, centre: float, extent: float, canvas: float, size: int) -
     return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
 
 
-def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-            cfg: AugmentConfig = AugmentConfig(), ignore: np.ndarray | None = None) -> Augmented:
+def augment(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    rng: np.random.Generator,
+    cfg: AugmentConfig = AugmentConfig(),
+    ignore: np.ndarray | None = None,
+) -> Augmented:
     """Augment a uint8 RGB image and its float ``[N, 4]`` boxes (x1, y1, x2, y2, pixels) and ignore regions."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     h, w = image.shape[:2]
@@ -204,8 +209,11 @@ def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
         mapped = np.stack([cfg.size - mapped[:, 2], mapped[:, 1], cfg.size - mapped[:, 0], mapped[:, 3]], 1)
     result = mapped.astype(np.float32).reshape(-1, 4)
     ok = (result[:, 2] > result[:, 0]) & (result[:, 3] > result[:, 1])  # degenerate after float32 rounding
-    regions = map_regions(view.map(np.asarray(ignore, np.float64).reshape(-1, 4)) if ignore is not None
-                          else np.zeros((0, 4)), cfg.size, flipped)
+    regions = map_regions(
+        view.map(np.asarray(ignore, np.float64).reshape(-1, 4)) if ignore is not None else np.zeros((0, 4)),
+        cfg.size,
+        flipped,
+    )
     return Augmented(out, result[ok], kept[ok], (view.sx, view.sy), (view.tx, view.ty), flipped, regions)
 
 
@@ -233,8 +241,9 @@ def warp(image: np.ndarray, sx: float, sy: float, tx: float, ty: float, size: in
         sx, sy = sx * w / nw, sy * h / nh
     # continuous x' = x*s + t  <=>  pixel index i' = i*s + (t + s/2 - 1/2)
     m = np.array([[sx, 0.0, tx + sx / 2 - 0.5], [0.0, sy, ty + sy / 2 - 0.5]])
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=MEAN_RGB)
+    return cv2.warpAffine(
+        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=MEAN_RGB
+    )
 
 
 def resize_plain(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,45 +23,80 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from acfd.training.data import convert_cli, show
 
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = sub.add_parser("check", help="load a data set and report what was found and every problem",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    check = sub.add_parser(
+        "check",
+        help="load a data set and report what was found and every problem",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_data_arguments(check)
-    check.add_argument("--decode", action="store_true",
-                       help="decode every image (slow; also catches truncated files) instead of reading headers")
+    check.add_argument(
+        "--decode",
+        action="store_true",
+        help="decode every image (slow; also catches truncated files) instead of reading headers",
+    )
     check.add_argument("--json", action="store_true", help="print the summary as JSON (all problems)")
     check.add_argument("--show", type=int, default=30, metavar="N", help="problems to list in the text report")
-    convert_cli.add_arguments(sub.add_parser("convert", help="write a data set in another format",
-                                             formatter_class=argparse.ArgumentDefaultsHelpFormatter))
-    show.add_arguments(sub.add_parser("show", help="draw a grid of images with their boxes and the box histograms",
-                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    convert_cli.add_arguments(
+        sub.add_parser(
+            "convert", help="write a data set in another format", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+    )
+    show.add_arguments(
+        sub.add_parser(
+            "show",
+            help="draw a grid of images with their boxes and the box histograms",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+    )
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, split: str | None = None) -> None:
     """The arguments that say how to read a data set (``load_kwargs`` turns them into loader arguments)."""
-    parser.add_argument("path", help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, "
-                                     "or a folder holding one")
-    parser.add_argument("--images", default=None, metavar="DIR",
-                        help="image folder (CSV, COCO, VOC); without it, images are looked up beside the "
-                             "annotation file, then in an images/ folder beside it (VOC: JPEGImages/)")
+    parser.add_argument(
+        "path", help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, or a folder holding one"
+    )
+    parser.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="image folder (CSV, COCO, VOC); without it, images are looked up beside the "
+        "annotation file, then in an images/ folder beside it (VOC: JPEGImages/)",
+    )
     add_format_arguments(parser, split)
 
 
 def add_format_arguments(parser: argparse.ArgumentParser, split: str | None = None) -> None:
-    parser.add_argument("--format", default=None, choices=FORMATS, help="annotation format; None: detected from the path")
-    parser.add_argument("--category", default=None,
-                        help="class to keep when there are several: COCO category or YOLO class (name or id), "
-                             "VOC object name, CSV label")
-    parser.add_argument("--split", default=split,
-                        help="split to read: a YOLO data.yaml key (None: train), or a VOC ImageSets/Main/SPLIT.txt "
-                             "list (None, or no such list: every annotation file)")
-    parser.add_argument("--no-ignore", action="store_true",
-                        help="skip COCO crowd / VOC difficult boxes instead of keeping them as ignore regions "
-                             "(in eval: detections on them then count as false positives)")
+    parser.add_argument(
+        "--format", default=None, choices=FORMATS, help="annotation format; None: detected from the path"
+    )
+    parser.add_argument(
+        "--category",
+        default=None,
+        help="class to keep when there are several: COCO category or YOLO class (name or id), "
+        "VOC object name, CSV label",
+    )
+    parser.add_argument(
+        "--split",
+        default=split,
+        help="split to read: a YOLO data.yaml key (None: train), or a VOC ImageSets/Main/SPLIT.txt "
+        "list (None, or no such list: every annotation file)",
+    )
+    parser.add_argument(
+        "--no-ignore",
+        action="store_true",
+        help="skip COCO crowd / VOC difficult boxes instead of keeping them as ignore regions "
+        "(in eval: detections on them then count as false positives)",
+    )
 
 
 def load_kwargs(args: argparse.Namespace) -> dict:
-    return {"images_dir": args.images, "category": args.category, "format": args.format, "split": args.split,
-            "keep_ignore": not args.no_ignore}
+    return {
+        "images_dir": args.images,
+        "category": args.category,
+        "format": args.format,
+        "split": args.split,
+        "keep_ignore": not args.no_ignore,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,15 +122,27 @@ KINDS = {"coco": "COCO JSON", "icartoonface-csv": "iCartoonFace CSV", "yolo": "Y
 
 def format_summary(s: dict, show: int = 30) -> str:
     kind = KINDS.get(s["format"], s["format"])
-    details = [kind] + [f"{label} {s[key]}" for key, label in (("split", "split"), ("class_name", "class")) if s.get(key)]
-    lines = [f"{s['source']} ({', '.join(details)})",
-             f"  images             {s['images']:>7}   ({s['negatives']} without faces)",
-             f"  faces              {s['faces']:>7}   (at most {s['max_faces_per_image']} in one image)"]
+    details = [kind] + [
+        f"{label} {s[key]}" for key, label in (("split", "split"), ("class_name", "class")) if s.get(key)
+    ]
+    lines = [
+        f"{s['source']} ({', '.join(details)})",
+        f"  images             {s['images']:>7}   ({s['negatives']} without faces)",
+        f"  faces              {s['faces']:>7}   (at most {s['max_faces_per_image']} in one image)",
+    ]
     fate = "   (kept as ignore regions)" if s["ignore_kept"] else "   (skipped)"
-    for key, label in (("ignore_regions", "ignore regions"), ("clipped", "boxes clipped"), ("dropped", "boxes dropped"),
-                       ("bad_entries", "bad lines/entries"), ("missing_images", "missing images"),
-                       ("unreadable_images", "unreadable images"), ("orphan_labels", "labels w/o image"),
-                       ("crowd", "crowd boxes"), ("difficult", "difficult boxes"), ("other_category", "other category")):
+    for key, label in (
+        ("ignore_regions", "ignore regions"),
+        ("clipped", "boxes clipped"),
+        ("dropped", "boxes dropped"),
+        ("bad_entries", "bad lines/entries"),
+        ("missing_images", "missing images"),
+        ("unreadable_images", "unreadable images"),
+        ("orphan_labels", "labels w/o image"),
+        ("crowd", "crowd boxes"),
+        ("difficult", "difficult boxes"),
+        ("other_category", "other category"),
+    ):
         if s[key] or key in ("clipped", "dropped", "bad_entries", "missing_images"):
             lines.append(f"  {label:<18} {s[key]:>7}{fate if key in ('crowd', 'difficult') else ''}")
     sizes = ", ".join(f"{x['size']} ({x['images']})" for x in s["image_sizes"])

@@ -30,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"acfd data convert: {err}", file=sys.stderr)
         return 2
     if ds.problems:
-        print(f"acfd data convert: {args.path}: {len(ds.problems)} problem(s) skipped, first: {ds.problems[0]} "
-              f"(acfd data check lists them all)", file=sys.stderr)
+        print(
+            f"acfd data convert: {args.path}: {len(ds.problems)} problem(s) skipped, first: {ds.problems[0]} "
+            f"(acfd data check lists them all)",
+            file=sys.stderr,
+        )
     try:
         report = write_set(ds, args.to, args.out)
     except ValueError as err:
@@ -41,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"acfd data convert: cannot write {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
     ignore = f", {report.ignore_regions} ignore regions" if report.ignore_regions else ""
-    print(f"wrote {report.images} images, {report.faces} faces{ignore} to {report.out} as {args.to} "
-          f"({', '.join(report.files)})")
+    print(
+        f"wrote {report.images} images, {report.faces} faces{ignore} to {report.out} as {args.to} "
+        f"({', '.join(report.files)})"
+    )
     if report.lost:
         print(f"{args.to} cannot hold: {', '.join(report.lost)} (left out)")
     return 0

@@ -32,8 +32,9 @@ def detect_format(path: Path, forced: str | None = None) -> tuple[str, Path]:
             raise FileNotFoundError(f"{path}: no {forced} annotations in this folder ({_looked_for(forced)})")
         return forced, found[forced]
     if not found:
-        raise FileNotFoundError(f"{path}: no annotations found in this folder (looked for "
-                                f"{'; '.join(_looked_for(f) for f in FORMATS)})")
+        raise FileNotFoundError(
+            f"{path}: no annotations found in this folder (looked for {'; '.join(_looked_for(f) for f in FORMATS)})"
+        )
     kinds = {"coco" if k == "csv" else k for k in found}  # one COCO/CSV choice, as before
     if len(kinds) > 1:
         listed = ", ".join(f"{k} ({found[k].name})" for k in found)
@@ -83,5 +84,9 @@ def _coco_or_csv(folder: Path) -> Path | None:
 
 
 def _looked_for(kind: str) -> str:
-    return {"coco": "annotations.json or a *.json", "csv": "a *.csv",
-            "yolo": "data.yaml, or images/ beside labels/", "voc": "Annotations/ or *.xml"}[kind]
+    return {
+        "coco": "annotations.json or a *.json",
+        "csv": "a *.csv",
+        "yolo": "data.yaml, or images/ beside labels/",
+        "voc": "Annotations/ or *.xml",
+    }[kind]

@@ -36,9 +36,16 @@ from acfd.training.data.mosaic import mosaic_with_ignore
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    def __init__(self, records: list[ImageRecord], train: bool, size: int = 640, seed: int = 0,
-                 augment_config: AugmentConfig | None = None, mosaic_prob: float = 0.0,
-                 mosaic_epochs: int | None = None):
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        train: bool,
+        size: int = 640,
+        seed: int = 0,
+        augment_config: AugmentConfig | None = None,
+        mosaic_prob: float = 0.0,
+        mosaic_epochs: int | None = None,
+    ):
         if size <= 0:
             raise ValueError(f"input size must be positive, got {size}")
         self.records = list(records)
@@ -95,8 +102,11 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image, boxes, ignore = self.sample_with_ignore(item)
-        return (torch.from_numpy(normalize(image)), torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
-                torch.from_numpy(np.ascontiguousarray(ignore, np.float32)))
+        return (
+            torch.from_numpy(normalize(image)),
+            torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
+            torch.from_numpy(np.ascontiguousarray(ignore, np.float32)),
+        )
 
 
 class MultiScaleBatches(torch.utils.data.Sampler):
@@ -124,7 +134,7 @@ class MultiScaleBatches(torch.utils.data.Sampler):
         order = list(self.sampler)
         for b in range(len(self)):
             size = self.size_of(b)
-            yield [(i, size) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+            yield [(i, size) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
 def collate(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,5 +163,6 @@ def _pad(boxes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def _scaled(boxes: np.ndarray, image: np.ndarray, size: int) -> np.ndarray:
     """Boxes of ``image`` scaled per axis to a ``size x size`` input (``resize_plain``'s rule)."""
     h, w = image.shape[:2]
-    return (np.asarray(boxes, np.float32).reshape(-1, 4) * np.array([size / w, size / h, size / w, size / h],
-                                                                     np.float32)).astype(np.float32)
+    return (
+        np.asarray(boxes, np.float32).reshape(-1, 4) * np.array([size / w, size / h, size / w, size / h], np.float32)
+    ).astype(np.float32)

@@ -24,14 +24,16 @@ from acfd.training.data.augment import MEAN_RGB, AugmentConfig, augment, config_
 MIN_VISIBLE = 0.4
 
 
-def mosaic(parts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
-           cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+def mosaic(
+    parts: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator, cfg: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray]:
     canvas, boxes, _ = mosaic_with_ignore([(image, boxes, None) for image, boxes in parts], rng, cfg)
     return canvas, boxes
 
 
-def mosaic_with_ignore(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], rng: np.random.Generator,
-                       cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mosaic_with_ignore(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], rng: np.random.Generator, cfg: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(parts) != 4:
         raise ValueError(f"mosaic takes 4 images, got {len(parts)}")
     size = cfg.size
@@ -46,7 +48,7 @@ def mosaic_with_ignore(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | No
         side = max(w, h)
         sub = augment(image, boxes, rng, config_for_size(cfg, side), ignore=ignore)
         ox, oy = int(rng.integers(0, side - w + 1)), int(rng.integers(0, side - h + 1))
-        canvas[y0:y1, x0:x1] = sub.image[oy:oy + h, ox:ox + w]
+        canvas[y0:y1, x0:x1] = sub.image[oy : oy + h, ox : ox + w]
         b = sub.boxes.astype(np.float64) - [ox, oy, ox, oy]
         clipped = np.stack([b[:, 0].clip(0, w), b[:, 1].clip(0, h), b[:, 2].clip(0, w), b[:, 3].clip(0, h)], 1)
         area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])

@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"acfd data show: {err}", file=sys.stderr)
         return 2
     if ds.problems:
-        print(f"acfd data show: {args.path}: {len(ds.problems)} problem(s) skipped, first: {ds.problems[0]}",
-              file=sys.stderr)
+        print(
+            f"acfd data show: {args.path}: {len(ds.problems)} problem(s) skipped, first: {ds.problems[0]}",
+            file=sys.stderr,
+        )
     try:
         shown = draw_set(ds, out, args.n, args.columns)
     except OSError as err:
@@ -81,8 +83,13 @@ def tile(record, width: int = TILE_WIDTH) -> np.ndarray:
     fx, fy = width / record.width, height / record.height
     for boxes, color in ((record.ignore, IGNORE_RGB), (record.boxes, FACE_RGB)):
         for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
-            cv2.rectangle(small, (int(round(x1 * fx)), int(round(y1 * fy))),
-                          (int(round(x2 * fx)) - 1, int(round(y2 * fy)) - 1), color, 2)
+            cv2.rectangle(
+                small,
+                (int(round(x1 * fx)), int(round(y1 * fy))),
+                (int(round(x2 * fx)) - 1, int(round(y2 * fy)) - 1),
+                color,
+                2,
+            )
     return small
 
 
@@ -117,9 +124,10 @@ def draw_set(ds, out: Path, n: int = 16, columns: int = 4) -> int:
         ax.axis("off")
     summary = ds.summary()
     half = max(1, columns // 2)
-    for j, (key, title, fmt) in enumerate((("size_histogram", "face side sqrt(w*h), px", "{:.0f}"),
-                                           ("aspect_histogram", "aspect ratio w/h", "{:.2f}"))):
-        ax = fig.add_subplot(grid[rows, j * half:(j + 1) * half if j == 0 else columns])
+    for j, (key, title, fmt) in enumerate(
+        (("size_histogram", "face side sqrt(w*h), px", "{:.0f}"), ("aspect_histogram", "aspect ratio w/h", "{:.2f}"))
+    ):
+        ax = fig.add_subplot(grid[rows, j * half : (j + 1) * half if j == 0 else columns])
         bins = summary[key]
         labels = [fmt.format(b["low"]) + ("+" if b["high"] is None else "-" + fmt.format(b["high"])) for b in bins]
         ax.bar(range(len(bins)), [b["count"] for b in bins], color="#4a8")
@@ -127,9 +135,12 @@ def draw_set(ds, out: Path, n: int = 16, columns: int = 4) -> int:
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
     median = summary["face_size_median"]
-    fig.suptitle(f"{ds.source} ({ds.format}): {ds.images} images, {ds.faces} faces"
-                 + (f", median side {median:.0f} px" if median is not None else "")
-                 + f"; green: faces, orange: ignore regions", fontsize=9)
+    fig.suptitle(
+        f"{ds.source} ({ds.format}): {ds.images} images, {ds.faces} faces"
+        + (f", median side {median:.0f} px" if median is not None else "")
+        + f"; green: faces, orange: ignore regions",
+        fontsize=9,
+    )
     fig.tight_layout()
     try:
         fig.savefig(out)

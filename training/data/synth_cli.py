@@ -22,11 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=100, help="number of scenes")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
     parser.add_argument("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", help="scene size WIDTHxHEIGHT")
-    parser.add_argument("--format", default="coco", choices=("coco", "yolo", "voc"),
-                        help="coco: annotations.json and annotations.csv beside images/; yolo: images/, labels/ and "
-                             "data.yaml; voc: Annotations/ and JPEGImages/ (yolo and voc need a new or empty OUT)")
-    parser.add_argument("--preview", default=None, metavar="PNG",
-                        help="also write a contact sheet of the first scenes with their boxes drawn")
+    parser.add_argument(
+        "--format",
+        default="coco",
+        choices=("coco", "yolo", "voc"),
+        help="coco: annotations.json and annotations.csv beside images/; yolo: images/, labels/ and "
+        "data.yaml; voc: Annotations/ and JPEGImages/ (yolo and voc need a new or empty OUT)",
+    )
+    parser.add_argument(
+        "--preview",
+        default=None,
+        metavar="PNG",
+        help="also write a contact sheet of the first scenes with their boxes drawn",
+    )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -54,11 +62,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"acfd synth: {out} exists and is not a folder", file=sys.stderr)
         return 2
     if args.format != "coco" and out.is_dir() and any(out.iterdir()):
-        print(f"acfd synth: {out} is not empty; --format {args.format} writes into a new or empty folder", file=sys.stderr)
+        print(
+            f"acfd synth: {out} is not empty; --format {args.format} writes into a new or empty folder", file=sys.stderr
+        )
         return 2
     try:
-        stats = write_dataset(out, args.images, args.seed, size) if args.format == "coco" else \
-            _write_as(args.format, out, args.images, args.seed, size)
+        stats = (
+            write_dataset(out, args.images, args.seed, size)
+            if args.format == "coco"
+            else _write_as(args.format, out, args.images, args.seed, size)
+        )
         if args.preview:
             Path(args.preview).parent.mkdir(parents=True, exist_ok=True)
             write_contact_sheet(out, Path(args.preview))
@@ -86,7 +99,9 @@ def _write_as(fmt: str, out: Path, images: int, seed: int, size: tuple[int, int]
     return {"images": report.images, "faces": report.faces, "files": report.files}
 
 
-def write_contact_sheet(data_dir: Path, out_png: Path, count: int = 12, columns: int = 4, tile_width: int = 320) -> None:
+def write_contact_sheet(
+    data_dir: Path, out_png: Path, count: int = 12, columns: int = 4, tile_width: int = 320
+) -> None:
     """Grid of the first ``count`` scenes of a data set with their face boxes drawn in green."""
     from acfd.training.data.annotations import load_detection_set
     from acfd.inference.image_io import read_image
@@ -102,9 +117,11 @@ def write_contact_sheet(data_dir: Path, out_png: Path, count: int = 12, columns:
     if not tiles:
         raise OSError(0, "no images to show", str(out_png))
     h = max(t.shape[0] for t in tiles)
-    tiles = [cv2.copyMakeBorder(t, 2, h - t.shape[0] + 2, 2, 2, cv2.BORDER_CONSTANT, value=(255, 255, 255)) for t in tiles]
+    tiles = [
+        cv2.copyMakeBorder(t, 2, h - t.shape[0] + 2, 2, 2, cv2.BORDER_CONSTANT, value=(255, 255, 255)) for t in tiles
+    ]
     blank = np.full_like(tiles[0], 255)
     tiles += [blank] * (-len(tiles) % columns)
-    sheet = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
+    sheet = np.vstack([np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)])
     ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     out_png.write_bytes(buf.tobytes())

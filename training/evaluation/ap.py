@@ -82,7 +82,10 @@ def box_iof_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def match_faces(
-    boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou_threshold: float = 0.5,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    gt_boxes: np.ndarray,
+    iou_threshold: float = 0.5,
     ignore: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`match_image` plus which ground truths were matched: ``(scores, tp [D], matched [G])``.
@@ -133,14 +136,17 @@ def average_precision(
     """AP over all images; ``detections[i] = (boxes, scores)``, ``ground_truths[i] = boxes`` and,
     optionally, ``ignores[i] = ignore regions``."""
     if len(detections) != len(ground_truths) or (ignores is not None and len(ignores) != len(detections)):
-        raise ValueError(f"average_precision: {len(detections)} detection lists for {len(ground_truths)} images"
-                         + (f" and {len(ignores)} ignore lists" if ignores is not None else ""))
+        raise ValueError(
+            f"average_precision: {len(detections)} detection lists for {len(ground_truths)} images"
+            + (f" and {len(ignores)} ignore lists" if ignores is not None else "")
+        )
     faces = given = 0
     all_scores, all_tp = [], []
     for i, ((boxes, scores), gt) in enumerate(zip(detections, ground_truths)):
         given += int(np.asarray(scores).size)
-        image_scores, image_tp, _ = match_faces(boxes, scores, gt, iou_threshold,
-                                                ignores[i] if ignores is not None else None)
+        image_scores, image_tp, _ = match_faces(
+            boxes, scores, gt, iou_threshold, ignores[i] if ignores is not None else None
+        )
         all_scores.append(image_scores)
         all_tp.append(image_tp)
         faces += int(np.asarray(gt).reshape(-1, 4).shape[0])

@@ -62,29 +62,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--weights", metavar="CKPT", help="checkpoint to evaluate (its preset comes with it)")
     model.add_argument("--preset", metavar="NAME", help="evaluate a freshly initialised model of this preset")
-    model.add_argument("--export", metavar="DIR", help="evaluate an `acfd export` folder through a CPU engine (--engine)")
+    model.add_argument(
+        "--export", metavar="DIR", help="evaluate an `acfd export` folder through a CPU engine (--engine)"
+    )
     parser.add_argument(
         "--engine", default=None, metavar="ENGINE",
         help="CPU engine with --export: openvino (default), openvino-int8, onnxruntime, onnxruntime-int8",
     )  # fmt: skip
     parser.add_argument(
-        "--data", required=True, metavar="PATH",
-        help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, or a folder holding one"
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, or a folder holding one",
     )
     parser.add_argument("--images", metavar="DIR", default=None, help="image folder, if not beside the annotations")
     add_format_arguments(parser, split="val")
     scales = parser.add_mutually_exclusive_group()
     scales.add_argument(
-        "--multiscale", action="store_true",
+        "--multiscale",
+        action="store_true",
         help="the checkpoint's three test scales (the paper's 480x645, 640x860, 800x1075 for a 640-trained model) "
-             "instead of its single scale",
+        "instead of its single scale",
     )
     scales.add_argument(
-        "--scales", type=_scale, nargs="+", default=None, metavar="HxW",
+        "--scales",
+        type=_scale,
+        nargs="+",
+        default=None,
+        metavar="HxW",
         help="evaluate at these height x width scales instead (detections of several are merged before NMS)",
     )
     parser.add_argument(
-        "--json", nargs="?", const="-", default=None, metavar="OUT",
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="OUT",
         help="write the results as JSON to OUT, or to stdout (instead of the report) when OUT is omitted",
     )
     parser.add_argument("--plot", metavar="PNG", default=None, help="write the precision-recall curve to this PNG")
@@ -95,10 +108,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=1, help="images per forward pass")
     parser.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a true positive")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed with --preset")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                        help="network precision: fp32, or bf16 autocast (on a CPU with AVX512-BF16/AMX, or CUDA)")
-    parser.add_argument("--min-score", type=float, default=None, metavar="S",
-                        help="report precision/recall/F1 of detections scoring >= S (default: the model's display threshold)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="network precision: fp32, or bf16 autocast (on a CPU with AVX512-BF16/AMX, or CUDA)",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        metavar="S",
+        help="report precision/recall/F1 of detections scoring >= S (default: the model's display threshold)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -179,8 +201,13 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(err))
     try:
         detection_set = load_detection_set(
-            data_path, images_dir=args.images, category=args.category, progress=not args.no_progress,
-            format=args.format, split=args.split, keep_ignore=not args.no_ignore,
+            data_path,
+            images_dir=args.images,
+            category=args.category,
+            progress=not args.no_progress,
+            format=args.format,
+            split=args.split,
+            keep_ignore=not args.no_ignore,
         )
     except (ValueError, OSError) as err:  # the loader's messages name the file
         return _fail(str(err))

@@ -98,8 +98,9 @@ def evaluate(
         "iou_threshold": float(iou_threshold),
         "skipped": skipped,
         "best_f1": best_f1(result.precision, result.recall, result.scores),
-        "at_threshold": at_threshold(detections, ground_truths, cfg.display_threshold if min_score is None else min_score,
-                                     iou_threshold, ignores),
+        "at_threshold": at_threshold(
+            detections, ground_truths, cfg.display_threshold if min_score is None else min_score, iou_threshold, ignores
+        ),
     }
 
 
@@ -130,17 +131,23 @@ def format_report(result: dict) -> list[str]:
         f"true positives: {result['true_positives']}"
     ]
     if result.get("ignore_regions"):
-        lines.append(f"ignore regions: {result['ignore_regions']}  detections on them (neither hit nor miss): "
-                     f"{result['ignored']}")
+        lines.append(
+            f"ignore regions: {result['ignore_regions']}  detections on them (neither hit nor miss): "
+            f"{result['ignored']}"
+        )
     lines.append(f"scales (HxW): {scales}  s/img: {result['seconds_per_image']:.4f}")
     lines.append(f"precision: {result['final_precision']:.4f}  recall: {result['final_recall']:.4f}")
     if "at_threshold" in result:
         at, best = result["at_threshold"], result["best_f1"]
         sizes = "  ".join(f"{name} {v['found']}/{v['faces']}" for name, v in at["recall_by_size"].items())
-        lines.append(f"at score >= {at['threshold']:.2f}: precision {at['precision']:.4f}  recall {at['recall']:.4f}  "
-                     f"F1 {at['f1']:.4f}  faces found by side: {sizes}")
-        lines.append(f"best F1 {best['f1']:.4f} at score >= {best['threshold']:.3f} "
-                     f"(precision {best['precision']:.4f}, recall {best['recall']:.4f})")
+        lines.append(
+            f"at score >= {at['threshold']:.2f}: precision {at['precision']:.4f}  recall {at['recall']:.4f}  "
+            f"F1 {at['f1']:.4f}  faces found by side: {sizes}"
+        )
+        lines.append(
+            f"best F1 {best['f1']:.4f} at score >= {best['threshold']:.3f} "
+            f"(precision {best['precision']:.4f}, recall {best['recall']:.4f})"
+        )
     iou = result["iou_threshold"]
     label = "mAP@0.5" if iou == 0.5 else f"mAP@{iou:g}"
     lines.append(f"{label}: {result['ap']:.4f}")

@@ -34,8 +34,12 @@ def best_f1(precision: np.ndarray, recall: np.ndarray, scores: np.ndarray) -> di
     last_of_score = np.flatnonzero(np.append(scores[1:] != scores[:-1], True))  # ends of tie groups
     f1 = _f1(np.asarray(precision)[last_of_score], np.asarray(recall)[last_of_score])
     k = last_of_score[int(np.argmax(f1))]
-    return {"f1": float(f1.max()), "threshold": float(scores[k]), "precision": float(precision[k]),
-            "recall": float(recall[k])}
+    return {
+        "f1": float(f1.max()),
+        "threshold": float(scores[k]),
+        "precision": float(precision[k]),
+        "recall": float(recall[k]),
+    }
 
 
 def at_threshold(
@@ -53,8 +57,9 @@ def at_threshold(
         keep = scores >= threshold
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[keep]
         gt = np.asarray(gt, np.float64).reshape(-1, 4)
-        _, kept, matched = match_faces(boxes, scores[keep], gt, iou_threshold,
-                                       ignores[i] if ignores is not None else None)
+        _, kept, matched = match_faces(
+            boxes, scores[keep], gt, iou_threshold, ignores[i] if ignores is not None else None
+        )
         tp += int(matched.sum())
         fp += len(kept) - int(matched.sum())
         side = np.sqrt(np.clip(gt[:, 2] - gt[:, 0], 0, None) * np.clip(gt[:, 3] - gt[:, 1], 0, None))
@@ -72,7 +77,12 @@ def at_threshold(
         "f1": float(_f1(precision, recall)),
         "true_positives": tp,
         "false_positives": fp,
-        "recall_by_size": {name: {"found": found[name], "faces": total[name],
-                                  "recall": found[name] / total[name] if total[name] else None}
-                           for name, _, _ in SIZE_BINS},
+        "recall_by_size": {
+            name: {
+                "found": found[name],
+                "faces": total[name],
+                "recall": found[name] / total[name] if total[name] else None,
+            }
+            for name, _, _ in SIZE_BINS
+        },
     }

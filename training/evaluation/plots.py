@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_pr_curve(
-    precision: np.ndarray, recall: np.ndarray, ap: float, path: str | Path, title: str = "ACFD"
-) -> Path:
+def plot_pr_curve(precision: np.ndarray, recall: np.ndarray, ap: float, path: str | Path, title: str = "ACFD") -> Path:
     """Write the raw precision-recall curve and its all-point envelope (whose area is AP) to ``path``."""
     import matplotlib
 

@@ -25,9 +25,7 @@ import torch
 from torch import nn
 
 
-def fold_bn(
-    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
-) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of one convolution equal to ``bn(conv(x))`` in eval mode (paper eq. 4)."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     conv_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
@@ -82,7 +80,9 @@ class ConvBN(nn.Module):
 class ACB(nn.Module):
     """Asymmetric convolution block: ``BN(k x k) + BN(1 x k) + BN(k x 1)``; deploy form one conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None
+    ):
         super().__init__()
         k = kernel_size
         if k < 3 or k % 2 == 0:
@@ -140,7 +140,9 @@ class ACB(nn.Module):
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
     """Plain ``k x k`` conv-BN-ReLU with ``'same'``-style padding ``k // 2``."""
-    return nn.Sequential(ConvBN(in_channels, out_channels, kernel_size, stride, kernel_size // 2), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        ConvBN(in_channels, out_channels, kernel_size, stride, kernel_size // 2), nn.ReLU(inplace=True)
+    )
 
 
 def acb_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:

@@ -24,7 +24,9 @@ from acfd.training.model.acb import conv_bn_relu
 from acfd.training.model.aosa import AOSA
 
 
-def _stage(in_channels: int, stage_channels: int, concat_channels: int, repeats: int, layers: int, pool: bool) -> nn.Sequential:
+def _stage(
+    in_channels: int, stage_channels: int, concat_channels: int, repeats: int, layers: int, pool: bool
+) -> nn.Sequential:
     modules: list[nn.Module] = [nn.MaxPool2d(kernel_size=3, stride=2, padding=1)] if pool else []
     for i in range(repeats):
         modules.append(

@@ -33,7 +33,10 @@ class TritonPythonModel:
             version_dir, manifest, params.get("engine") or None, threads=int(params.get("threads", "0") or 0)
         )
         # The server log says which engine serves, and (one line) any fallback it took.
-        print(f"detector: engine {self.engine.describe()}" + (f"; {self.engine.note}" if self.engine.note else ""), flush=True)
+        print(
+            f"detector: engine {self.engine.describe()}" + (f"; {self.engine.note}" if self.engine.note else ""),
+            flush=True,
+        )
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -48,15 +51,22 @@ class TritonPythonModel:
             except Exception as err:  # fail these requests only
                 # Input the contract does not allow (dtype, layout) is the caller's: INVALID_ARG; a
                 # failure of the engine on allowed input is the server's: INTERNAL.
-                code = pb_utils.TritonError.INVALID_ARG if isinstance(err, EngineError) else pb_utils.TritonError.INTERNAL
-                error = pb_utils.TritonError(f"detector: {self.engine.name} failed on {list(batch.shape)} ({type(err).__name__}: {err})", code)
+                code = (
+                    pb_utils.TritonError.INVALID_ARG if isinstance(err, EngineError) else pb_utils.TritonError.INTERNAL
+                )
+                error = pb_utils.TritonError(
+                    f"detector: {self.engine.name} failed on {list(batch.shape)} ({type(err).__name__}: {err})", code
+                )
                 for index, _ in members:
                     responses[index] = pb_utils.InferenceResponse(error=error)
                 continue
             start = 0
             for index, images in members:
                 stop = start + images.shape[0]
-                tensors = [pb_utils.Tensor(name, np.ascontiguousarray(out[start:stop])) for name, out in zip(self.output_names, outputs)]
+                tensors = [
+                    pb_utils.Tensor(name, np.ascontiguousarray(out[start:stop]))
+                    for name, out in zip(self.output_names, outputs)
+                ]
                 responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start = stop
         return responses

@@ -42,7 +42,9 @@ class TritonPythonModel:
         for height, width in self.cfg.test_scales:
             xy = rng.uniform(0, min(height, width) / 2, size=(64, 2)).astype(np.float32)
             boxes = np.concatenate([xy, xy + 32], axis=1)
-            dummy.append((self.xp.asarray(rng.uniform(0, 1, 64).astype(np.float32)), self.xp.asarray(boxes), (height, width)))
+            dummy.append(
+                (self.xp.asarray(rng.uniform(0, 1, 64).astype(np.float32)), self.xp.asarray(boxes), (height, width))
+            )
         postprocess(dummy, self.cfg.test_scales[0], self.cfg, xp=self.xp)
 
     def _array(self, request, name: str):
@@ -74,7 +76,9 @@ class TritonPythonModel:
                 boxes, scores = self._detect(request)
             except ValueError as err:  # inputs that break the contract (shapes): the caller's
                 message = f"postprocess: {err}"
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+                )
                 continue
             except Exception as err:  # one failing request fails alone, as a server fault
                 message = f"postprocess: {type(err).__name__}: {err}"

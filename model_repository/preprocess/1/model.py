@@ -34,7 +34,9 @@ class TritonPythonModel:
         self.scales = list(manifest.test_scales)
         outputs = sorted(o["name"] for o in config["output"] if o["name"].startswith("SCALE_"))
         if len(outputs) != len(self.scales):
-            raise ValueError(f"preprocess: {len(self.scales)} test scales in export.json, but the config has {len(outputs)} SCALE outputs")
+            raise ValueError(
+                f"preprocess: {len(self.scales)} test scales in export.json, but the config has {len(outputs)} SCALE outputs"
+            )
         # Warm-up: the first decode/resize pays for OpenCV's lazy initialisation, not a client.
         ok, png = cv2.imencode(".png", np.full((64, 64, 3), 128, np.uint8))
         self._prepare(png.reshape(1, -1))
@@ -43,7 +45,9 @@ class TritonPythonModel:
         if data.dtype != np.uint8:
             raise image_io.ImageError(f"IMAGE must be UINT8 encoded bytes, got {data.dtype}")
         if data.ndim != 2 or data.shape[0] != 1:
-            raise image_io.ImageError(f"IMAGE shape {list(data.shape)}: send one encoded image per request, shape [1, nbytes]")
+            raise image_io.ImageError(
+                f"IMAGE shape {list(data.shape)}: send one encoded image per request, shape [1, nbytes]"
+            )
         pixels, (height, width) = prepare(np.ascontiguousarray(data[0]), self.scales, self.max_pixels, self.min_side)
         return pixels + [np.array([[height, width]], dtype=np.int32)]
 
