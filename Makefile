@@ -1,5 +1,5 @@
 # Every target sets itself up first (scripts/setup.sh is quick when nothing changed).
-.PHONY: setup demo info test bench clean
+.PHONY: setup demo info lint test bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -9,6 +9,10 @@ demo: setup
 
 info: setup
 	.venv/bin/acfd info --preset acfd51 --input 640x640
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 test: setup
 	.venv/bin/python -m pytest -q tests

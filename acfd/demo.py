@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="draw and count detections scoring >= S (default: the model's display threshold, chosen at its hold-out F1)",
+        help="draw and count detections scoring >= S "
+        "(default: the model's display threshold, chosen at its hold-out F1)",
     )
     parser.add_argument("--keep", action="store_true", help="keep DIR/export and DIR/repo (to `acfd serve` them later)")
 
@@ -398,7 +399,8 @@ def print_summary(summary: dict) -> None:
         print(f"generated scenes: {covered} of {drawn} drawn faces covered, {false} false boxes")
     lat = summary["latency"]
     print(
-        f"faces: detections scoring >= {summary['min_score']:g}; labelled: a scene's drawn faces that one covers (IoU >= 0.5) / all"
+        f"faces: detections scoring >= {summary['min_score']:g}; "
+        "labelled: a scene's drawn faces that one covers (IoU >= 0.5) / all"
     )
     if lat["images"]:
         print(
@@ -408,7 +410,8 @@ def print_summary(summary: dict) -> None:
         )
         if lat["load_average"] > 0.5 * lat["cpus"]:
             print(
-                f"note: the machine is busy (load average {lat['load_average']:g} on {lat['cpus']} CPUs): both timings are noisy"
+                f"note: the machine is busy (load average {lat['load_average']:g} on {lat['cpus']} CPUs): "
+                "both timings are noisy"
             )
     server = summary["server"]
     print(f"server: gRPC {server['grpc_url']}, ready in {server['startup_s']:.1f} s, now stopped; log {server['log']}")

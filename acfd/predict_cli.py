@@ -141,9 +141,16 @@ class Writer:
     def record(self, source: Source, prediction, rgb: np.ndarray, frame: int | None, time_s: float | None) -> None:
         from acfd.clients.detections import draw_detections, save_annotated
 
-        line = {"source": str(source.path), "frame": frame, "time_s": None if time_s is None or time_s != time_s else round(time_s, 4),
-                "width": prediction.image_size[0], "height": prediction.image_size[1], "faces": len(prediction),
-                "detections": [d.to_dict() for d in prediction]}  # fmt: skip
+        known_time = time_s is not None and time_s == time_s  # NaN: the video has no frame rate
+        line = {
+            "source": str(source.path),
+            "frame": frame,
+            "time_s": round(time_s, 4) if known_time else None,
+            "width": prediction.image_size[0],
+            "height": prediction.image_size[1],
+            "faces": len(prediction),
+            "detections": [d.to_dict() for d in prediction],
+        }
         text = json.dumps(line)
         self.lines.write(text + "\n")
         if self.args.json:

@@ -73,10 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, engine in engines.items():
         ms = [statistics.median(values) for values in per_scale[name]]
         rate = statistics.median(throughput[name])
-        rows.append({
-            "engine": name, "described": engine.describe(), "ms_per_scale": dict(zip([f"{h}x{w}" for h, w in scales], ms)),
-            "three_scales_ms": sum(ms), "images_per_s": rate, "vs_onnxruntime_fp32": rate / base if base else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "engine": name,
+                "described": engine.describe(),
+                "ms_per_scale": dict(zip([f"{h}x{w}" for h, w in scales], ms)),
+                "three_scales_ms": sum(ms),
+                "images_per_s": rate,
+                "vs_onnxruntime_fp32": rate / base if base else None,
+            }
+        )
     header = f"{'engine':<18} {'precision':<26}" + "".join(f" {f'{h}x{w} ms':>12}" for h, w in scales)
     print(header + f" {'img/s':>8} {'vs ORT fp32':>12}")
     for row in rows:

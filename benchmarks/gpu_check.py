@@ -361,7 +361,7 @@ def train_speed(device: str, shapes: Shapes) -> list[dict]:
         loss_fn = DetectionLoss(preset.train, kernels=kernels)
         anchors = model.anchors(size, size, device)
 
-        def step():
+        def step(model=model, optimizer=optimizer, loss_fn=loss_fn, anchors=anchors):
             with torch.autocast(device_type=device, dtype=dtype):
                 logits, deltas = model(images)
             loss = loss_fn(logits, deltas, anchors, gt, count).total

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                      "topk_ms": topk_ms, "speedup": full_ms / topk_ms, "same_boxes": same})  # fmt: skip
         flag = "" if same else "  DIFFERENT BOXES"
         print(
-            f"{name:<18} {len(boxes):>6} {len(full):>10} {full_ms:>9.2f} {topk_ms:>9.2f} {full_ms / topk_ms:>8.1f}x{flag}"
+            f"{name:<18} {len(boxes):>6} {len(full):>10} {full_ms:>9.2f} {topk_ms:>9.2f} "
+            f"{full_ms / topk_ms:>8.1f}x{flag}"
         )
     if args.json:
         args.json.write_text(json.dumps({"keep": args.keep, "iou": args.iou, "rows": rows}, indent=2) + "\n")

@@ -72,8 +72,11 @@ def serve_and_load(repo: Path, out: Path, load_args: list[str], pythonpath: Path
         os.environ["PYTHONPATH"] = str(pythonpath)
     os.chdir(tempfile.gettempdir())  # the server's python models must not find this checkout's acfd/ first
     try:
-        server = TritonServer(ServerConfig(repo, grpc_port=grpc, http_port=http, metrics_port=metrics,
-                                           log_file=out / "tritonserver.log", startup_timeout_s=300)).start()  # fmt: skip
+        config = ServerConfig(
+            repo, grpc_port=grpc, http_port=http, metrics_port=metrics,
+            log_file=out / "tritonserver.log", startup_timeout_s=300,
+        )  # fmt: skip
+        server = TritonServer(config).start()
     finally:
         os.chdir(cwd)
         if saved is None:
@@ -137,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         serve_and_load(out / "new" / "repo", out / "new", [*load, "--export", str(out / "new" / "export")], None)
     )
     ratio = new["best_infer_per_s"] / base["best_infer_per_s"]
-    report = {"weights": str(weights), "base_revision": args.base, "settings": vars(args) | {"out": str(out), "weights": str(weights)},
-              "base": base, "new": new, "best_throughput_new_over_base": ratio}  # fmt: skip
+    report = {
+        "weights": str(weights),
+        "base_revision": args.base,
+        "settings": vars(args) | {"out": str(out), "weights": str(weights)},
+        "base": base,
+        "new": new,
+        "best_throughput_new_over_base": ratio,
+    }
     (out / "comparison.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     for name, f in (("base " + args.base, base), ("new", new)):
         compute = ", ".join(f"{m} {ms:.1f} ms" for m, ms in sorted((f["compute_ms_at_1"] or {}).items()))

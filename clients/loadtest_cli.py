@@ -162,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
         engine, threads = served_engine(args.url)
         try:
             local = measure_in_process(
-                args.export, images, args.local_seconds or args.seconds,
-                engine=args.local_engine or engine, threads=threads if args.local_threads is None else args.local_threads,
+                args.export, images, args.local_seconds or args.seconds, engine=args.local_engine or engine,
+                threads=threads if args.local_threads is None else args.local_threads,
             )  # fmt: skip
         except Exception as err:  # an unusable export must not lose the sweep's report
             local_note = f"failed: {' '.join(str(err).split())}"

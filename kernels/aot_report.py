@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 HEADER = (
-    "| kernel | config | warps | arch | registers | spill stores / loads (B) | stack (B) | shared (B) | cubin (KB) | spill |\n"
+    "| kernel | config | warps | arch | registers | spill stores / loads (B) | stack (B) | shared (B) "
+    "| cubin (KB) | spill |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 

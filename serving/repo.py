@@ -115,7 +115,8 @@ def build_repository(
     manifest = read_manifest(export_dir)
     if not all((templates / model / "config.pbtxt").is_file() for model in MODELS):
         raise RepoError(
-            f"{templates}: model repository templates not found (reinstall acfd: they ship as its package data acfd.model_repository)"
+            f"{templates}: model repository templates not found "
+            "(reinstall acfd: they ship as its package data acfd.model_repository)"
         )
     if out.resolve() == templates.resolve():
         raise RepoError(f"--out {out}: that is the committed template folder; choose another folder")
@@ -136,7 +137,8 @@ def build_repository(
         trt = manifest.tensorrt
         if not trt:
             raise RepoError(
-                f"{export_dir / MANIFEST_FILE}: no TensorRT engine in this export (export with --tensorrt on a GPU host)"
+                f"{export_dir / MANIFEST_FILE}: no TensorRT engine in this export "
+                "(export with --tensorrt on a GPU host)"
             )
         artefact = export_dir / trt.get("file", "model.plan")
         if not artefact.is_file():

@@ -164,14 +164,17 @@ def _assert_listed(launches, table):
 def test_dam_match_launches_only_listed_configurations(fallback):
     inp = bench.dam_inputs(batch=2, image=128, seed=1)
     inp.gt_boxes = inp.gt_boxes.half()  # any floating input reaches the kernel as fp32
-    call = lambda: dam_match(
-        inp.anchors,
-        inp.pred_boxes,
-        inp.gt_boxes,
-        inp.gt_count,  # noqa: E731
-        best_anchor_fallback=fallback,
-        impl="triton",
-    )
+
+    def call():
+        return dam_match(
+            inp.anchors,
+            inp.pred_boxes,
+            inp.gt_boxes,
+            inp.gt_count,
+            best_anchor_fallback=fallback,
+            impl="triton",
+        )
+
     launches = _caught_launches([dam_kernels.dam_match_kernel], call)
     assert len(launches) == 1 and launches[0][2]["FALLBACK"] is fallback
     _assert_listed(launches, dam_kernels.AOT_LAUNCHES)

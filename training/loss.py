@@ -29,8 +29,8 @@ of anchors per batch (N2 = 1..5 against N1 ~ 300), so under ``"n2"`` each psi2 a
 ~100x a psi1 anchor in both losses; a freshly initialised network scores it as background, and
 the concentrated gradient shows as spikes (backbone gradient norm 10-100x, loss above its start)
 that stall a short CPU run. ``max_n1_n2`` equals the paper's rule once N2 >= N1. It is applied
-by scaling ``lambda_reg`` / ``lambda_cls`` by ``N2 / max(N1, N2)``, so the kernels are unchanged. Everything is computed in float32, also
-under autocast. ``total = cls + reg``.
+by scaling ``lambda_reg`` / ``lambda_cls`` by ``N2 / max(N1, N2)``, so the kernels are unchanged.
+Everything is computed in float32, also under autocast. ``total = cls + reg``.
 """
 
 from __future__ import annotations

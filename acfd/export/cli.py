@@ -6,7 +6,8 @@
 
 Writes ``EXPORT/model.onnx``, ``EXPORT/model.int8.onnx`` (the int8 model the default CPU engine
 serves, calibrated on generated scenes or ``--calibration`` images; not with ``--no-int8``) and
-``EXPORT/export.json`` (and ``EXPORT/model.plan`` with ``--tensorrt``); see ``acfd.export.graph`` for the contract. A bad checkpoint or option prints
+``EXPORT/export.json`` (and ``EXPORT/model.plan`` with ``--tensorrt``); see ``acfd.export.graph`` for
+the contract. A bad checkpoint or option prints
 one line naming the file or value and exits with status 1.
 """
 
@@ -16,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from acfd.export.graph import DEFAULT_OPSET, MANIFEST_FILE, MAX_OPSET, MIN_OPSET, ONNX_FILE, ExportError
+from acfd.inference.manifest import MANIFEST_FILE
+from acfd.export.graph import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ONNX_FILE, ExportError
 from acfd.export.tensorrt_build import default_timing_cache
 
 
@@ -102,16 +104,19 @@ def run(args: argparse.Namespace) -> int:
     h, w = manifest.single_scale
     anchors = manifest.anchors_per_scale[f"{h}x{w}"]
     print(
-        f"wrote {args.out / ONNX_FILE} (preset {manifest.preset}, opset {manifest.onnx.opset}, {anchors} anchors at {h}x{w})"
+        f"wrote {args.out / ONNX_FILE} (preset {manifest.preset}, opset {manifest.onnx.opset}, "
+        f"{anchors} anchors at {h}x{w})"
     )
     if manifest.int8:
         print(
-            f"wrote {args.out / manifest.int8['file']} (int8 convolutions, {manifest.int8['calibration']['images']} calibration images)"
+            f"wrote {args.out / manifest.int8['file']} (int8 convolutions, "
+            f"{manifest.int8['calibration']['images']} calibration images)"
         )
     print(f"wrote {args.out / MANIFEST_FILE}")
     if manifest.tensorrt:  # the builder has printed the equivalent trtexec command line
         trt = manifest.tensorrt
         print(
-            f"wrote {args.out / trt['file']} (fp16={trt['fp16']}, max batch {trt['max_batch']}, {len(trt['profiles'])} profile(s))"
+            f"wrote {args.out / trt['file']} (fp16={trt['fp16']}, max batch {trt['max_batch']}, "
+            f"{len(trt['profiles'])} profile(s))"
         )
     return 0

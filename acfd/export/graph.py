@@ -48,8 +48,6 @@ from torch import nn
 import acfd
 from acfd.atomic_file import replaced_on_success
 from acfd.inference.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_FILE,
     ExportManifest,
     ManifestError,
     OnnxGraph,
@@ -253,7 +251,8 @@ def check_onnx(path: str | Path, name: str | Path | None = None) -> None:
     tensor_type = model.graph.input[0].type.tensor_type
     if tensor_type.elem_type != onnx.TensorProto.UINT8:
         raise ExportError(
-            f"{name}: input {INPUT_NAME!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, want UINT8 pixels"
+            f"{name}: input {INPUT_NAME!r} is {onnx.TensorProto.DataType.Name(tensor_type.elem_type)}, "
+            "want UINT8 pixels"
         )
     dims = tensor_type.shape.dim
     fixed = [i for i in (0, 1, 2) if len(dims) == 4 and not dims[i].dim_param]

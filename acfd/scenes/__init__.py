@@ -1,1 +1,4 @@
-"""Generated cartoon scenes with their face boxes: the test, demo and load-test data (``acfd synth`` writes them as data sets)."""
+"""Generated cartoon scenes with their face boxes: the test, demo and load-test data.
+
+``acfd synth`` writes them as data sets.
+"""

@@ -13,10 +13,11 @@ frame) or when its clipped box is thinner than ``MIN_SIDE`` pixels; the pixels s
 real annotations, where heavily hidden faces are not boxed.
 
 Distributions (compared with the real iCartoonFace subset in docs/data_stats.png): face side
-``sqrt(w*h)`` log-normal around 26% of the image height for one face, less with more faces (12 px
-to 1.2x the height); box aspect ``w/h`` log-normal around 1 with 12% of faces drawn beyond 2 or 1/2 (~10% after rotation) (up to 3 and 1/3, paper
-section 3.3), rotation mostly within +-10 degrees with a tail to +-90, ~12% truncated at a border,
-6% of scenes without faces and 6% crowds of 8 to 35 faces.
+``sqrt(w*h)`` log-normal around 26% of the image height for one face, less with more faces (12 px to
+1.2x the height); box aspect ``w/h`` log-normal around 1 with 12% of faces drawn beyond 2 or 1/2
+(~10% after rotation) (up to 3 and 1/3, paper section 3.3), rotation mostly within +-10 degrees with
+a tail to +-90, ~12% truncated at a border, 6% of scenes without faces and 6% crowds of 8 to 35
+faces.
 
 Everything is a function of the ``numpy`` Generator; ``write_dataset`` seeds image ``i`` with
 ``(seed, i)``, so a data set is reproducible byte for byte and its first images do not depend on

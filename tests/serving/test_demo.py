@@ -1,11 +1,12 @@
 """``acfd demo``, the README's first command, run end to end as a user runs it.
 
-One subprocess run (module fixture) with its own real Triton server on free ports: a seeded
-``tiny`` checkpoint made like ``conftest.make_checkpoint`` (test scales / 4), two generated scenes,
-one user image and one corrupt file. Expected detections are computed here, independently: the
-checkpoint exported here and run by the default engine in process (``InProcessPipeline``) on the
-same bytes; the scenes are regenerated here from the documented seeding. ``--min-score 0`` keeps every box the server sends
-(the untrained checkpoint scores just above the 0.08 threshold). The error tests run in process.
+One subprocess run (module fixture) with its own real Triton server on free ports: a seeded ``tiny``
+checkpoint made like ``conftest.make_checkpoint`` (test scales / 4), two generated scenes, one user
+image and one corrupt file. Expected detections are computed here, independently: the checkpoint
+exported here and run by the default engine in process (``InProcessPipeline``) on the same bytes;
+the scenes are regenerated here from the documented seeding. ``--min-score 0`` keeps every box the
+server sends (the untrained checkpoint scores just above the 0.08 threshold). The error tests run in
+process.
 """
 
 from __future__ import annotations

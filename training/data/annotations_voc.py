@@ -1,4 +1,6 @@
-"""Pascal VOC annotations (labelImg, CVAT and most annotation tools): ``load_voc(path, build, category, progress, split)``.
+"""Pascal VOC annotations (labelImg, CVAT and most annotation tools).
+
+``load_voc(path, build, category, progress, split)``.
 
 Layout: ``path`` is a VOC folder (``Annotations/*.xml`` beside ``JPEGImages/``), a folder of ``*.xml``
 files, or one XML file. With ``split``, ``ImageSets/Main/SPLIT.txt`` (one id a line) chooses the

@@ -7,8 +7,8 @@ else copied) and the annotations, laid out so that ``load_detection_set(out)`` f
   without faces listed with no boxes.
 - ``csv``: ``annotations.csv`` (``name,x1,y1,x2,y2``, iCartoonFace) + ``images/``. The format holds
   neither images without faces nor ignore regions: those are left out and counted in the report.
-- ``yolo``: ``data.yaml`` (``train`` and ``val``: ``images``, ``names``) + ``images/`` + ``labels/`` (``class cx cy w h``
-  normalised, 6 decimals: within 0.005 px for images up to 8192 px); images without faces get an
+- ``yolo``: ``data.yaml`` (``train`` and ``val``: ``images``, ``names``) + ``images/`` + ``labels/``
+  (``class cx cy w h`` normalised, 6 decimals: within 0.005 px for images up to 8192 px); images without faces get an
   empty label file. Ignore regions are left out and counted.
 - ``voc``: ``Annotations/*.xml`` + ``JPEGImages/``; ignore regions as ``difficult`` objects, boxes in the
   VOC devkit's 1-based convention (see ``annotations_voc``).

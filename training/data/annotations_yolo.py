@@ -114,7 +114,10 @@ def _snap(value: float, side: int) -> float:
 def _parse_line(fields: list[str]) -> tuple[int, list[float]] | str:
     """``(class id, [cx, cy, w, h])`` normalised, or a message saying what is wrong with the line."""
     if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
-        return f"expected 'class cx cy w h' (5 fields) or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got {len(fields)} fields"
+        return (
+            "expected 'class cx cy w h' (5 fields) or a polygon 'class x1 y1 x2 y2 x3 y3 ...', "
+            f"got {len(fields)} fields"
+        )
     try:
         cls = float(fields[0])
     except ValueError:

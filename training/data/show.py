@@ -138,7 +138,7 @@ def draw_set(ds, out: Path, n: int = 16, columns: int = 4) -> int:
     fig.suptitle(
         f"{ds.source} ({ds.format}): {ds.images} images, {ds.faces} faces"
         + (f", median side {median:.0f} px" if median is not None else "")
-        + f"; green: faces, orange: ignore regions",
+        + "; green: faces, orange: ignore regions",
         fontsize=9,
     )
     fig.tight_layout()

@@ -1,7 +1,7 @@
 """``acfd eval``: AP@0.5 of a checkpoint (or of a freshly initialised preset) on a data set.
 
-``acfd eval (--weights W | --preset NAME | --export DIR [--engine E]) --data PATH [--images DIR] [--format F] [--split S (default val)]
-[--no-ignore] [--multiscale | --scales HxW...]
+``acfd eval (--weights W | --preset NAME | --export DIR [--engine E]) --data PATH [--images DIR]
+[--format F] [--split S (default val)] [--no-ignore] [--multiscale | --scales HxW...]
 [--json [OUT]] [--plot pr.png] [--limit N] [--device cpu] [--precision fp32|bf16] [--min-score S]`` prints a
 short report ending in ``mAP@0.5: 0.xxxx``, with precision, recall, F1 and the faces found per size at the
 model's display threshold (or ``--min-score``) and the best-F1 threshold;

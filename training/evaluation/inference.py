@@ -1,10 +1,11 @@
 """Single- and multi-scale inference of paper section 4.1 for evaluation: image in, detections out.
 
-For each test scale ``(H, W)`` the uint8 RGB image is resized to ``W x H`` (``image_io.resize_rgb``, the
-resize rule of training and serving; aspect ratio not kept), normalised with :func:`acfd.inference.image_io.normalize` and run through the
-``Predictor`` (``images [B, 3, H, W] -> (scores [B, A], boxes [B, A, 4])``); the scales' outputs
-then go through :func:`acfd.inference.postprocess.postprocess` (threshold, top-k per scale, map back
-per axis, merge, clip, NMS, top-100), the same code the serving postprocess model runs.
+For each test scale ``(H, W)`` the uint8 RGB image is resized to ``W x H`` (``image_io.resize_rgb``,
+the resize rule of training and serving; aspect ratio not kept), normalised with
+:func:`acfd.inference.image_io.normalize` and run through the ``Predictor`` (``images [B, 3, H, W]
+-> (scores [B, A], boxes [B, A, 4])``); the scales' outputs then go through
+:func:`acfd.inference.postprocess.postprocess` (threshold, top-k per scale, map back per axis,
+merge, clip, NMS, top-100), the same code the serving postprocess model runs.
 
 The predictor must be in eval mode; inputs go to the device of its first parameter. An
 ``EngineNetwork`` (an exported graph in a CPU engine of ``acfd.inference.engines``) takes the

@@ -135,7 +135,10 @@ class ACB(nn.Module):
 
     def extra_repr(self) -> str:
         form = "deploy" if self.fused is not None else "train"
-        return f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, stride={self.stride}, padding={self.padding}, form={form}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, form={form}"
+        )
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:

@@ -8,10 +8,10 @@ then x).
 
 Each branch is ``depth`` x ACB-BN-ReLU at ``channels`` and a plain 3x3 conv with bias to 1 (cls) or
 4 (reg) outputs. The convolution weights are shared by all levels; the BatchNorms are not: every
-level has its own (``level_acbs``: one ACB per level sharing the convolution modules), as in EfficientDet. One BatchNorm shared by six levels would
-normalise with a batch statistic of whichever level runs, while its running statistics blend all
-six, so the eval-mode network would differ from the one trained (an 8-image memorisation run had
-train-mode loss 0.26 and eval-mode loss 2.44).
+level has its own (``level_acbs``: one ACB per level sharing the convolution modules), as in
+EfficientDet. One BatchNorm shared by six levels would normalise with a batch statistic of whichever
+level runs, while its running statistics blend all six, so the eval-mode network would differ from
+the one trained (an 8-image memorisation run had train-mode loss 0.26 and eval-mode loss 2.44).
 
 ``fuse()`` of each level's ACB gives the deploy form: one biased ``k x k`` convolution per level
 (the shared kernels with that level's BatchNorms folded in, see ``acfd.training.model.acb``).
@@ -48,7 +48,8 @@ def level_acbs(in_channels: int, out_channels: int, levels: int, kernel_size: in
 
 
 class _Branch(nn.Module):
-    """``depth`` x ACB-ReLU (one ACB per level, shared kernels), then a shared 3x3 conv with bias to ``outputs`` channels."""
+    """``depth`` x ACB-ReLU (one ACB per level, shared kernels), then a shared 3x3 conv with bias to
+    ``outputs`` channels."""
 
     def __init__(self, in_channels: int, channels: int, depth: int, outputs: int, levels: int):
         super().__init__()

@@ -35,7 +35,8 @@ class TritonPythonModel:
         outputs = sorted(o["name"] for o in config["output"] if o["name"].startswith("SCALE_"))
         if len(outputs) != len(self.scales):
             raise ValueError(
-                f"preprocess: {len(self.scales)} test scales in export.json, but the config has {len(outputs)} SCALE outputs"
+                f"preprocess: {len(self.scales)} test scales in export.json, "
+                f"but the config has {len(outputs)} SCALE outputs"
             )
         # Warm-up: the first decode/resize pays for OpenCV's lazy initialisation, not a client.
         ok, png = cv2.imencode(".png", np.full((64, 64, 3), 128, np.uint8))
