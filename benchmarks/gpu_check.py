@@ -6,7 +6,8 @@
 Meant for a session that has an NVIDIA GPU for a few minutes. It needs no install beyond the
 project's own (it finds the ``acfd`` package from this file's location), writes everything to
 ``OUT/gpu_check.json`` after every step (a step that fails records its error; the others still
-run) and exits 0 when every check agrees, 1 when one does not, 2 without a CUDA device.
+run) and exits 0 when every check agrees, 1 when one does not, 2 without a CUDA device. (Over 500
+lines on purpose: one script to carry to a GPU host for a few minutes, every step in it.)
 
 Steps (``--only`` runs some):
 
