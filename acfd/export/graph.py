@@ -31,9 +31,9 @@ names the file or value and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
-import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -415,10 +415,12 @@ def _make_dir(path: Path) -> None:
 
 @contextmanager
 def _replaced_on_success(target: Path) -> Iterator[Path]:
-    """``acfd.atomic_file.replaced_on_success``, with ``ExportError`` for an unwritable folder."""
-    if not os.access(target.parent, os.W_OK):
-        raise ExportError(f"{target.parent}: cannot write there (permission denied)")
-    with replaced_on_success(target) as tmp:
+    """``acfd.atomic_file.replaced_on_success``, with ``ExportError`` when its temporary file cannot be made."""
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(replaced_on_success(target))
+        except OSError as err:
+            raise ExportError(f"{target.parent}: cannot write there ({err.strerror or err})") from err
         yield tmp
 
 
