@@ -35,7 +35,7 @@ from acfd.clients.grpc_client import (
     ServerUnavailable,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from acfd.inference.image_io import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

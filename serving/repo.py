@@ -175,10 +175,20 @@ def build_repository(
     return out
 
 
+def _parameter_pattern(key: str) -> re.Pattern:
+    """A config.pbtxt parameter ``key``: groups (prefix up to the value's quote, value, closing quote)."""
+    return re.compile(r'(key:\s*"' + re.escape(key) + r'"\s*value:\s*\{\s*string_value:\s*")([^"]*)(")')
+
+
+def config_parameter(config_text: str, key: str) -> str | None:
+    """The string value of parameter ``key`` in a config.pbtxt text, or None when it has none."""
+    match = _parameter_pattern(key).search(config_text)
+    return match.group(2) if match else None
+
+
 def _set_parameter(config_text: str, key: str, value: str) -> str:
     """``config_text`` with the string value of parameter ``key`` replaced (it must be there)."""
-    pattern = re.compile(r'(key:\s*"' + re.escape(key) + r'"\s*value:\s*\{\s*string_value:\s*")[^"]*(")')
-    text, count = pattern.subn(lambda m: m.group(1) + value + m.group(2), config_text, count=1)
+    text, count = _parameter_pattern(key).subn(lambda m: m.group(1) + value + m.group(3), config_text, count=1)
     if not count:
         raise RepoError(f"detector config template has no parameter {key!r}")
     return text

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from acfd.inference.engines import DEFAULT_ENGINE, ENGINES, FALLBACK_ENGINE
-from acfd.serving.repo import TARGETS, RepoError, build_repository, parse_instances
+from acfd.serving.repo import TARGETS, RepoError, build_repository, config_parameter, parse_instances
 
 DEFAULT_OUT = "out/model_repository"
 
@@ -61,14 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for note in notes:
         print(f"acfd repo: {note}")
-    engine = _parameter_of(out / "detector" / "config.pbtxt", "engine") if args.target == "cpu" else None
+    engine = (
+        config_parameter((out / "detector" / "config.pbtxt").read_text(), "engine") if args.target == "cpu" else None
+    )
     what = f"target {args.target}" + (f", engine {engine}" if engine else "")
     print(f"acfd repo: wrote {out} ({what}); serve it with: acfd serve --model-repository {out}")
     return 0
-
-
-def _parameter_of(config: Path, key: str) -> str | None:
-    import re
-
-    match = re.search(r'key:\s*"' + key + r'"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', config.read_text())
-    return match.group(1) if match else None

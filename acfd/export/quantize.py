@@ -28,7 +28,6 @@ from acfd.inference.manifest import ExportManifest
 from acfd.export.graph import INPUT_NAME, INT8_FILE, ExportError, read_manifest
 
 DEFAULT_CALIBRATION_IMAGES = 32
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def generated_images(count: int, seed: int = 0, size: tuple[int, int] = (640, 384)) -> list[np.ndarray]:
@@ -44,9 +43,9 @@ def folder_images(folder: str | Path, count: int) -> list[np.ndarray]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ExportError(f"--calibration {folder}: no such folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in image_io.IMAGE_SUFFIXES)
     if not paths:
-        raise ExportError(f"--calibration {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        raise ExportError(f"--calibration {folder}: no images ({', '.join(image_io.IMAGE_SUFFIXES)}) in the folder")
     picks = np.linspace(0, len(paths) - 1, num=min(count, len(paths))).round().astype(int)
     images = []
     for index in dict.fromkeys(picks.tolist()):

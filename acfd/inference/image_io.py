@@ -15,6 +15,8 @@ import numpy as np
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, on the 0..255 scale
 PIXEL_STD = (58.395, 57.12, 57.375)
 CHANNEL_ORDER = "RGB"
+# The files `acfd detect`, `acfd predict` and int8 calibration pick up from a folder.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Decompression-bomb guard: a decoded image may not hold more pixels than this by default.
 MAX_PIXELS = 50_000_000
 

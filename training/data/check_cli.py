@@ -99,6 +99,22 @@ def load_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
+def load_for(args: argparse.Namespace, prog: str, hint: str = ""):
+    """The data set ``args`` name for ``acfd data convert|show`` (``prog``), or None after one error
+    line; problems that were skipped are summed up in one line (``hint`` appended)."""
+    try:
+        ds = load_detection_set(args.path, **load_kwargs(args))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return None
+    if ds.problems:
+        print(
+            f"{prog}: {args.path}: {len(ds.problems)} problem(s) skipped, first: {ds.problems[0]}{hint}",
+            file=sys.stderr,
+        )
+    return ds
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action != "check":
         from acfd.training.data import convert_cli, show

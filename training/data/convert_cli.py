@@ -20,21 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acfd.training.data.annotations import load_detection_set
     from acfd.training.data.annotations_write import write_set
-    from acfd.training.data.check_cli import load_kwargs
+    from acfd.training.data.check_cli import load_for
 
-    try:
-        ds = load_detection_set(args.path, **load_kwargs(args))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"acfd data convert: {err}", file=sys.stderr)
+    ds = load_for(args, "acfd data convert", hint=" (acfd data check lists them all)")
+    if ds is None:
         return 2
-    if ds.problems:
-        print(
-            f"acfd data convert: {args.path}: {len(ds.problems)} problem(s) skipped, first: {ds.problems[0]} "
-            f"(acfd data check lists them all)",
-            file=sys.stderr,
-        )
     try:
         report = write_set(ds, args.to, args.out)
     except ValueError as err:

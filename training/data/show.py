@@ -33,8 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acfd.training.data.annotations import load_detection_set
-    from acfd.training.data.check_cli import load_kwargs
+    from acfd.training.data.check_cli import load_for
 
     if args.n < 1 or args.columns < 1:
         print("acfd data show: --n and --columns must be at least 1", file=sys.stderr)
@@ -43,16 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         print(f"acfd data show: --out {out}: folder {out.parent} does not exist", file=sys.stderr)
         return 2
-    try:
-        ds = load_detection_set(args.path, **load_kwargs(args))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"acfd data show: {err}", file=sys.stderr)
+    ds = load_for(args, "acfd data show")
+    if ds is None:
         return 2
-    if ds.problems:
-        print(
-            f"acfd data show: {args.path}: {len(ds.problems)} problem(s) skipped, first: {ds.problems[0]}",
-            file=sys.stderr,
-        )
     try:
         shown = draw_set(ds, out, args.n, args.columns)
     except OSError as err:
