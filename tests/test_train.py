@@ -399,6 +399,8 @@ def test_every_option_has_its_flag_and_comes_back_from_it():
             ]
         )
     )
-    assert opts == TrainOptions(data="d", out="o", lr_milestones=(2, 3), progress=False, resume=True, max_minutes=1.5)
+    assert opts == TrainOptions(
+        data=("d",), out="o", lr_milestones=(2, 3), progress=False, resume=True, max_minutes=1.5
+    )
     defaults = options_from_args(parser.parse_args(["--data", "d", "--out", "o", "--device", "cpu", "--workers", "0"]))
-    assert defaults == TrainOptions(data="d", out="o")  # the flags' defaults are the API's, but where said
+    assert defaults == TrainOptions(data=("d",), out="o")  # the flags' defaults are the API's, but where said

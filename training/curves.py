@@ -1,8 +1,10 @@
 """``RUN/metrics.csv``: its columns, an appending writer, a reader, and the loss / LR / mAP picture.
 
 One row per logging window (``kind=iter``: means over the last N iterations) and one per epoch
-(``kind=epoch``: the epoch's mean loss and, when validated, ``val_ap`` = mAP@0.5). ``iteration`` is
-the number of optimizer steps done when the row was written. Empty cells mean "not measured".
+(``kind=epoch``: the epoch's mean loss and, when validated, ``val_ap`` = mAP@0.5, the mean over the
+hold-outs when a run has several; then ``val_ap_<source>`` columns follow ``FIELDS``, one per
+hold-out). ``iteration`` is the number of optimizer steps done when the row was written. Empty cells
+mean "not measured".
 """
 
 from __future__ import annotations
@@ -16,24 +18,25 @@ FIELDS = ("kind", "epoch", "iteration", "lr", "loss", "cls", "reg", "n1", "n2", 
 class MetricsWriter:
     """Appends rows to ``metrics.csv``; on resume, drops rows written after the checkpoint's iteration."""
 
-    def __init__(self, path: str | Path, keep_until_iteration: int | None = None):
+    def __init__(self, path: str | Path, keep_until_iteration: int | None = None, extra: tuple[str, ...] = ()):
         self.path = Path(path)
+        self.fields = FIELDS + tuple(extra)
         if keep_until_iteration is None or not self.path.is_file():
             with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(FIELDS)
+                csv.writer(f).writerow(self.fields)
         else:
             kept = [r for r in read_metrics(self.path) if int(r["iteration"] or 0) <= keep_until_iteration]
             with self.path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=FIELDS)
+                writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(kept)
 
     def write(self, **row: object) -> None:
-        unknown = set(row) - set(FIELDS)
+        unknown = set(row) - set(self.fields)
         if unknown:
             raise ValueError(f"unknown metrics columns {sorted(unknown)}")
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([_cell(row.get(name)) for name in FIELDS])
+            csv.writer(f).writerow([_cell(row.get(name)) for name in self.fields])
 
 
 def read_metrics(path: str | Path) -> list[dict[str, str]]:
@@ -62,12 +65,14 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
     axes[1].set_ylabel("learning rate")
     axes[1].grid(alpha=0.3)
     if epochs:
-        axes[2].plot(
-            [int(r["iteration"]) for r in epochs],
-            [100 * _num(r["val_ap"]) for r in epochs],
-            marker="o",
-            color="tab:green",
-        )
+        at = [int(r["iteration"]) for r in epochs]
+        sources = [k for k in epochs[0] if k and k.startswith("val_ap_")]
+        for key in sources:
+            axes[2].plot(at, [100 * _num(r.get(key) or "") for r in epochs], marker=".", linewidth=1, label=key[7:])
+        label = "mean over hold-outs" if sources else None
+        axes[2].plot(at, [100 * _num(r["val_ap"]) for r in epochs], marker="o", color="tab:green", label=label)
+        if sources:
+            axes[2].legend(loc="lower right", fontsize=8)
     else:
         axes[2].text(0.5, 0.5, "no validation set", ha="center", va="center", transform=axes[2].transAxes)
     axes[2].set_ylabel("val mAP@0.5 (%)")

@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> str | None:
-    for flag, path in (("--data", args.data), ("--val", args.val), ("--images", args.images), ("--init", args.init)):
+    paths = [("--data", p) for p in args.data or ()] + [("--val", p) for p in args.val or ()]
+    for flag, path in paths + [("--images", args.images), ("--init", args.init)]:
         if path is not None and not os.path.exists(path):
             return f"{flag} {path}: no such file or folder"
     for flag in ("epochs", "batch", "eval_every", "log_every", "max_iters", "threads"):

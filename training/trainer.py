@@ -87,15 +87,22 @@ def option(
 class TrainOptions:
     """One training run. ``acfd train`` builds its flags from these fields (``acfd.training.train_cli``)."""
 
-    data: str = option(
+    data: str | tuple[str, ...] = option(
         help="training annotations: iCartoonFace CSV, COCO JSON, YOLO data.yaml or folder (its "
-        "train split), Pascal VOC folder, or a folder holding one"
+        "train split), Pascal VOC folder, or a folder holding one; repeat for several sources, or give "
+        "one sources YAML (acfd.training.data.sources: per-source images, hold-out and sampling weight)",
+        action="append",
+        metavar="PATH",
     )
     out: str = option(help="run folder for checkpoints, metrics and curves")
     preset: str = option("tiny", "model preset: acfd51 (the paper), mid, tiny, or a YAML file")
     images: str | None = option(None, "image folder for --data/--val when it is not beside the annotations")
-    val: str | None = option(
-        None, "validation annotations (a data.yaml: its val split); enables best.pt and per-epoch mAP@0.5"
+    val: str | tuple[str, ...] | None = option(
+        None,
+        "validation annotations (a data.yaml: its val split); enables best.pt and per-epoch mAP@0.5; with "
+        "several --data, one --val per --data in the same order (best.pt: the mean over sources)",
+        action="append",
+        metavar="PATH",
     )
     format: str | None = option(
         None,
@@ -295,7 +302,7 @@ class _Run:
     preset: Preset
     payload: dict | None  # the checkpoint resumed from
     precision: object
-    val_set: object
+    val_sets: list  # (source name, DetectionSet) per hold-out
     model: torch.nn.Module
     ema: ModelEMA
     loader: DataLoader
@@ -321,7 +328,7 @@ class _Run:
 
     @property
     def val_images(self) -> int:
-        return len(self.val_set.records) if self.val_set is not None else 0
+        return sum(len(v.records) for _, v in self.val_sets)
 
     def replan(self, done: int) -> int:
         """Compress the run to the epochs that fit the budget (once, after calibration)."""
@@ -399,19 +406,19 @@ def _prepare(opts: TrainOptions, info: D.DistInfo, device: torch.device, budget:
         precision = resolve_precision(opts.precision, device.type)
     except PrecisionError as err:
         raise TrainError(str(err)) from err
-    train_set, val_set = _load_sets(opts, info)
+    data = _load_sets(opts, info)
     seed_everything(opts.seed)
     model = build_model(preset).to(device)
     if opts.init:
         _load_init_weights(model, opts.init, preset.name)
     model = model.to(memory_format=torch.channels_last)
     ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
-    loader, sampler, dataset = _train_loader(train_set, opts, preset, info, device)
+    loader, sampler, dataset = _train_loader(data, opts, preset, info, device)
     iters_per_epoch = len(loader)
     if iters_per_epoch == 0:
         raise TrainError(
-            f"{opts.data}: {len(dataset)} training images give no full batch of {opts.batch} "
-            f"({opts.batch // info.world_size} per process); lower --batch"
+            f"{' + '.join(_data_names(opts))}: {len(sampler.sampler)} training samples per epoch give no full "
+            f"batch of {opts.batch} ({opts.batch // info.world_size} per process); lower --batch"
         )
     total_iters = cfg.epochs * iters_per_epoch
     if opts.max_iters is not None:
@@ -436,7 +443,7 @@ def _prepare(opts: TrainOptions, info: D.DistInfo, device: torch.device, budget:
         preset,
         payload,
         precision,
-        val_set,
+        data.val_sets(),
         model,
         ema,
         loader,
@@ -482,7 +489,10 @@ def _start_logs(run: _Run) -> None:
         run.info,
         run.precision.name,
     )
-    run.metrics = MetricsWriter(run.out / "metrics.csv", keep_until_iteration=run.iteration if opts.resume else None)
+    extra = tuple(f"val_ap_{name}" for name, _ in run.val_sets) if len(run.val_sets) > 1 else ()
+    run.metrics = MetricsWriter(
+        run.out / "metrics.csv", keep_until_iteration=run.iteration if opts.resume else None, extra=extra
+    )
     if run.precision.note:
         print(f"acfd train: {run.precision.note}", file=sys.stderr)
     run.tb = _tensorboard(run.out)
@@ -495,11 +505,11 @@ def _end_epoch(run: _Run, epoch: int, epoch_loss: float, started: float) -> None
     D.average_buffers(run.model, info)
     D.average_buffers(ema.module, info)  # its BN statistics absorbed each rank's own
     finished = epoch >= run.preset.train.epochs or run.iteration >= run.total_iters or run.loop.out_of_time
-    ap = None
-    if run.val_set is not None and (finished or epoch % max(1, opts.eval_every) == 0):
+    ap, per_source = None, {}
+    if run.val_sets and (finished or epoch % max(1, opts.eval_every) == 0):
         tic = time.time()
         if info.is_main:
-            ap = _validate(ema.module, run.val_set, run.preset, run.device, opts.progress)
+            ap, per_source = _validate(ema.module, run.val_sets, run.preset, run.device, opts.progress)
         run.last_ap = ap
         if run.budget is not None:
             run.budget.validation_s = time.time() - tic
@@ -512,6 +522,7 @@ def _end_epoch(run: _Run, epoch: int, epoch_loss: float, started: float) -> None
             loss=epoch_loss,
             val_ap=ap,
             elapsed_s=time.time() - started,
+            **{f"val_ap_{name}": value for name, value in per_source.items()} if len(run.val_sets) > 1 else {},
         )
         improved = ap is not None and (run.best_ap is None or ap > run.best_ap)
         run.best_ap = ap if improved else run.best_ap
@@ -528,6 +539,7 @@ def _end_epoch(run: _Run, epoch: int, epoch_loss: float, started: float) -> None
             "rng": capture_rng_state(),
             "best_ap": run.best_ap,
             "val_ap": ap,
+            "val_ap_sources": per_source,
             "seed": opts.seed,
             "batch": opts.batch,
             "budget_plan": run.budget_plan,
@@ -712,27 +724,23 @@ class _Loop:
             self.tb.add_scalar("train/lr", window[-1]["lr"], iteration)
 
 
-def _load_sets(opts: TrainOptions, info: D.DistInfo):
-    from acfd.training.data.annotations import load_detection_set
+def _data_names(opts: TrainOptions) -> tuple[str, ...]:
+    return (opts.data,) if isinstance(opts.data, str) else tuple(opts.data)
 
-    sets = []
-    for flag, path, split in (("--data", opts.data, "train"), ("--val", opts.val, "val")):
-        if path is None:
-            sets.append(None)
-            continue
-        try:
-            loaded = load_detection_set(
-                path, images_dir=opts.images, split=split, format=opts.format, category=opts.category
-            )
-        except (OSError, ValueError) as err:
-            raise TrainError(f"{flag} {path}: {err}") from err
-        if info.is_main and loaded.problems:
-            first = loaded.problems[0]
-            print(f"acfd train: {path}: {len(loaded.problems)} problem(s) skipped, first: {first}", file=sys.stderr)
-        if not loaded.records:
-            raise TrainError(f"{flag} {path}: no usable images with annotations")
-        sets.append(loaded)
-    return sets[0], sets[1]
+
+def _load_sets(opts: TrainOptions, info: D.DistInfo):
+    """Every source's training and hold-out sets (``acfd.training.data.sources``); one line per source
+    whose files had problems (rank 0)."""
+    from acfd.training.data.sources import SourceError, load_sources, sources_from_flags
+
+    vals = () if opts.val is None else ((opts.val,) if isinstance(opts.val, str) else tuple(opts.val))
+    try:
+        sources = sources_from_flags(_data_names(opts), vals, images=opts.images, format=opts.format)
+        return load_sources(
+            sources, category=opts.category, warn=lambda line: print(f"acfd train: {line}", file=sys.stderr)
+        )
+    except SourceError as err:
+        raise TrainError(str(err)) from err
 
 
 def _augment_config(preset: Preset, size: int):
@@ -749,13 +757,16 @@ def _augment_config(preset: Preset, size: int):
     return config_for_size(AugmentConfig(size=640, anchor_sizes=sides), size)
 
 
-def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInfo, device: torch.device):
+def _train_loader(data, opts: TrainOptions, preset: Preset, info: D.DistInfo, device: torch.device):
+    """Loader of the trained sources' records: one shuffled pass per epoch over a single unweighted
+    source, else ``SourceSampler``'s weighted draw (both a function of seed and epoch only)."""
     from acfd.training.data.dataset import DetectionDataset, MultiScaleBatches, collate_with_ignore
+    from acfd.training.data.sources import SourceSampler
 
     cfg = preset.train
     size = cfg.input_size
     dataset = DetectionDataset(
-        train_set.records,
+        data.train_records(),
         train=True,
         size=size,
         seed=opts.seed,
@@ -763,9 +774,12 @@ def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInf
         mosaic_prob=cfg.mosaic_prob,
         mosaic_epochs=cfg.epochs - cfg.mosaic_off_epochs,
     )
-    batches = MultiScaleBatches(
-        D.train_sampler(dataset, info, opts.seed), opts.batch // info.world_size, train_sizes(cfg), opts.seed
-    )
+    if data.weighted():
+        sizes, weights = data.sizes_and_weights()
+        sampler = SourceSampler(sizes, weights, opts.seed, info.rank, info.world_size)
+    else:
+        sampler = D.train_sampler(dataset, info, opts.seed)
+    batches = MultiScaleBatches(sampler, opts.batch // info.world_size, train_sizes(cfg), opts.seed)
     loader = DataLoader(
         dataset,
         batch_sampler=batches,
@@ -777,20 +791,26 @@ def _train_loader(train_set, opts: TrainOptions, preset: Preset, info: D.DistInf
     return loader, batches, dataset
 
 
-def _validate(model: torch.nn.Module, val_set, preset: Preset, device: torch.device, progress: bool) -> float:
+def _validate(
+    model: torch.nn.Module, val_sets: list, preset: Preset, device: torch.device, progress: bool
+) -> tuple[float, dict[str, float]]:
+    """mAP@0.5 (single scale) of each hold-out, and their mean: the figure ``best.pt`` follows."""
     from acfd.training.evaluation.evaluate import evaluate
     from acfd.training.model import Predictor
 
     was_training = model.training
     model.eval()
+    per_source = {}
     try:
         with torch.no_grad():
-            result = evaluate(
-                Predictor(model).to(device), val_set, multiscale=False, cfg=preset.inference, progress=progress
-            )
+            predictor = Predictor(model).to(device)
+            for name, val_set in val_sets:
+                result = evaluate(predictor, val_set, multiscale=False, cfg=preset.inference, progress=progress)
+                per_source[name] = float(result["ap"])
     finally:
         model.train(was_training)
-    return float(result["ap"])
+    finite = [v for v in per_source.values() if math.isfinite(v)]
+    return (sum(finite) / len(finite) if finite else float("nan")), per_source
 
 
 def _plain(state: dict) -> dict:

@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         metavar="PATH",
-        help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, or a folder holding one",
+        help="COCO JSON, iCartoonFace CSV, YOLO data.yaml or folder, Pascal VOC folder, or a folder holding one; "
+        "or a sources YAML (as acfd train's): every source's hold-out apart, then their mean",
     )
     parser.add_argument("--images", metavar="DIR", default=None, help="image folder, if not beside the annotations")
     add_format_arguments(parser, split="val")
@@ -101,6 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the results as JSON to OUT, or to stdout (instead of the report) when OUT is omitted",
     )
     parser.add_argument("--plot", metavar="PNG", default=None, help="write the precision-recall curve to this PNG")
+    parser.add_argument(
+        "--errors",
+        nargs="?",
+        const="errors.png",
+        default=None,
+        metavar="PNG",
+        help="TIDE-style error breakdown (missed, localisation, duplicate, background; dAP if fixed) per source "
+        "and face size: print the table and write it as PNG (default errors.png)",
+    )
     parser.add_argument(
         "--limit", type=_positive_int, default=None, metavar="N", help="evaluate the first N images only"
     )
@@ -183,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--data {data_path}: no such file or folder")
     if args.images is not None and not Path(args.images).is_dir():
         return _fail(f"--images {args.images}: no such folder")
-    for name, target in (("--plot", args.plot), ("--json", args.json)):
+    for name, target in (("--plot", args.plot), ("--json", args.json), ("--errors", args.errors)):
         if target not in (None, "-") and not Path(target).parent.is_dir():
             return _fail(f"{name} {target}: folder {Path(target).parent} does not exist")
 
@@ -200,23 +210,30 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError) as err:  # ManifestError, EngineError
         return _fail(str(err))
     try:
-        detection_set = load_detection_set(
-            data_path,
-            images_dir=args.images,
-            category=args.category,
-            progress=not args.no_progress,
-            format=args.format,
-            split=args.split,
-            keep_ignore=not args.no_ignore,
-        )
-    except (ValueError, OSError) as err:  # the loader's messages name the file
+        sets = _eval_sets(args, data_path)
+    except ValueError as err:  # SourceError
         return _fail(str(err))
-    for problem in detection_set.problems[:20]:
-        print(f"acfd eval: warning: {problem}", file=sys.stderr)
-    if len(detection_set.problems) > 20:
-        print(f"acfd eval: warning: ... {len(detection_set.problems) - 20} more problems", file=sys.stderr)
-    if not detection_set.records:
-        return _fail(f"--data {data_path}: no usable images")
+    loaded = []
+    for name, path, images, fmt in sets:
+        try:
+            detection_set = load_detection_set(
+                path,
+                images_dir=images,
+                category=args.category,
+                progress=not args.no_progress,
+                format=fmt,
+                split=args.split,
+                keep_ignore=not args.no_ignore,
+            )
+        except (ValueError, OSError) as err:  # the loader's messages name the file
+            return _fail(str(err) if len(sets) == 1 else f"source {name!r}: {err}")
+        for problem in detection_set.problems[:20]:
+            print(f"acfd eval: warning: {problem}", file=sys.stderr)
+        if len(detection_set.problems) > 20:
+            print(f"acfd eval: warning: ... {len(detection_set.problems) - 20} more problems", file=sys.stderr)
+        if not detection_set.records:
+            return _fail(f"--data {path}: no usable images")
+        loaded.append((name, path, detection_set))
 
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
         return _fail(f"--min-score {args.min_score}: must be between 0 and 1")
@@ -224,9 +241,28 @@ def run(args: argparse.Namespace) -> int:
     cfg = preset.inference
     if args.scales:
         cfg = dataclasses.replace(cfg, single_scale=args.scales[0], test_scales=tuple(args.scales))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-        result = _evaluate(args, predictor, detection_set, cfg)
-    return _report(args, preset, data_path, result)
+    results = []
+    for name, path, detection_set in loaded:
+        if len(loaded) > 1 and not args.no_progress:
+            print(f"acfd eval: source {name}: {path}", file=sys.stderr)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            results.append((name, path, _evaluate(args, predictor, detection_set, cfg)))
+    if len(results) == 1:
+        return _report(args, preset, data_path, results[0][2])
+    return _report_sources(args, preset, data_path, results)
+
+
+def _eval_sets(args, data_path: Path) -> list[tuple[str, str, str | None, str | None]]:
+    """``(name, annotations, images, format)`` to evaluate: the one ``--data``, or each hold-out of a
+    sources YAML (its ``val``; a source without one is left out)."""
+    from acfd.training.data.sources import is_sources_file, read_sources
+
+    if not is_sources_file(data_path):
+        return [(data_path.stem, str(data_path), args.images, args.format)]
+    sources = [s for s in read_sources(data_path) if s.val]
+    if not sources:
+        raise ValueError(f"--data {data_path}: no source has a 'val' hold-out to evaluate")
+    return [(s.name, s.val, s.images or args.images, s.format or args.format) for s in sources]
 
 
 def _evaluate(args, predictor, detection_set, cfg):
@@ -242,6 +278,7 @@ def _evaluate(args, predictor, detection_set, cfg):
         batch_size=args.batch_size,
         iou_threshold=args.iou,
         min_score=args.min_score,
+        keep_detections=bool(args.errors),
     )
 
 
@@ -266,6 +303,10 @@ def _report(args, preset, data_path, result) -> int:
             plot_pr_curve(result["precision"], result["recall"], result["ap"], args.plot, title=preset.name)
         except OSError as err:
             return _fail(f"--plot {args.plot}: cannot write ({err.strerror or err})")
+    if args.errors:
+        code = _write_errors(args, [("", result)], preset.name, quiet=args.json == "-")
+        if code:
+            return code
     if args.json == "-":
         print(json.dumps(summary, indent=1))
         return 0
@@ -277,4 +318,92 @@ def _report(args, preset, data_path, result) -> int:
     print(f"model: {summary['model']}")
     for line in format_report(result):
         print(line)
+    return 0
+
+
+def _report_sources(args, preset, data_path, results) -> int:
+    """Several hold-outs: each one's report, then a table and the mean; ``best_f1`` in the JSON is the
+    one threshold of best mean F1 over the sources (what a model trained on all of them ships)."""
+    import math
+
+    from acfd.training.evaluation.evaluate import format_report, json_summary
+    from acfd.training.evaluation.operating_point import best_mean_f1
+
+    for name, _, result in results:
+        for line in result["skipped"]:
+            print(f"acfd eval: {name}: skipped {line}", file=sys.stderr)
+        if result["images"] == 0:
+            return _fail(f"source {name!r}: none of the images could be read")
+    aps = [r["ap"] for _, _, r in results if math.isfinite(r["ap"])]
+    mean_ap = sum(aps) / len(aps) if aps else float("nan")
+    mean_f1 = best_mean_f1([(r["precision"], r["recall"], r["scores"]) for _, _, r in results])
+    summary = {
+        "model": args.weights or args.export or f"preset {preset.name} (initialised, seed {args.seed})",
+        "data": str(data_path),
+        "precision_mode": args.precision,
+        "mean_ap": None if not math.isfinite(mean_ap) else mean_ap,
+        "best_f1": {
+            "threshold": mean_f1["threshold"],
+            "f1": mean_f1["f1"],
+            "rule": "one threshold of best mean F1 over the sources",
+            "f1_per_source": dict(zip([n for n, _, _ in results], mean_f1["f1_per_set"])),
+        },
+        "sources": {name: json_summary(r) | {"data": path} for name, path, r in results},
+    }
+    if args.plot:
+        print(
+            "acfd eval: --plot draws one curve: with several sources use --json and each source's curve",
+            file=sys.stderr,
+        )
+    if args.errors:
+        code = _write_errors(args, [(name, r) for name, _, r in results], preset.name, quiet=args.json == "-")
+        if code:
+            return code
+    if args.json == "-":
+        print(json.dumps(summary, indent=1))
+        return 0
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+        except OSError as err:
+            return _fail(f"--json {args.json}: cannot write ({err.strerror or err})")
+    print(f"model: {summary['model']}")
+    for name, path, result in results:
+        print(f"\n== {name} ({path})")
+        for line in format_report(result):
+            print(line)
+    print(f"\n{'source':<16} {'images':>6} {'faces':>6} {'mAP@0.5':>8} {'P@thr':>6} {'R@thr':>6} {'F1@thr':>6}")
+    for name, _, r in results:
+        at = r["at_threshold"]
+        print(
+            f"{name:<16} {r['images']:>6} {r['faces']:>6} {r['ap']:>8.4f} {at['precision']:>6.3f} "
+            f"{at['recall']:>6.3f} {at['f1']:>6.3f}"
+        )
+    print(
+        f"best mean F1 {mean_f1['f1']:.4f} at score >= {mean_f1['threshold']:.3f} "
+        f"(per source: {', '.join(f'{f:.3f}' for f in mean_f1['f1_per_set'])})"
+    )
+    print(f"mean mAP@0.5 over {len(aps)} sources: {mean_ap:.4f}")
+    return 0
+
+
+def _write_errors(args, results, title: str, quiet: bool) -> int:
+    """The error breakdown of each result (rows ``source: size``), printed (to stderr when the JSON goes
+    to stdout) and drawn to ``--errors``."""
+    from acfd.training.evaluation.error_plot import plot_error_breakdown
+    from acfd.training.evaluation.errors import breakdown_by_size, format_error_table
+
+    rows = {}
+    for name, result in results:
+        for row, breakdown in breakdown_by_size(*result["per_image"], t_f=args.iou).items():
+            rows[f"{name}: {row}" if name else row] = breakdown
+    out = sys.stderr if quiet else sys.stdout
+    print("error breakdown (dAP = AP points gained if that error were fixed; TIDE, t_f = IoU, t_b = 0.1):", file=out)
+    for line in format_error_table(rows):
+        print(line, file=out)
+    try:
+        plot_error_breakdown(rows, args.errors, title=f"{title}: where the AP goes")
+    except OSError as err:
+        return _fail(f"--errors {args.errors}: cannot write ({err.strerror or err})")
+    print(f"error breakdown plot: {args.errors}", file=out)
     return 0

@@ -45,8 +45,11 @@ def evaluate(
     iou_threshold: float = 0.5,
     min_score: float | None = None,
     use_ignore: bool = True,
+    keep_detections: bool = False,
 ) -> dict:
-    """AP and timing of ``predictor`` on ``detection_set.records`` (the first ``limit`` of them)."""
+    """AP and timing of ``predictor`` on ``detection_set.records`` (the first ``limit`` of them);
+    ``keep_detections`` adds ``per_image``: the lists ``(detections, ground_truths, ignores)`` that
+    ``ap.average_precision`` and ``errors.breakdown_by_size`` take."""
     records = list(detection_set.records)[: limit if limit is not None else None]
     scales = scales_for(cfg, multiscale)
     predictor.eval()
@@ -79,7 +82,8 @@ def evaluate(
         bar.close()
     result = average_precision(detections, ground_truths, iou_threshold, ignores)
     images = len(detections)
-    return {
+    kept = {"per_image": (detections, ground_truths, ignores)} if keep_detections else {}
+    return kept | {
         "ap": result.ap,
         "precision": result.precision,
         "recall": result.recall,
@@ -114,7 +118,7 @@ def thin_indices(length: int, max_points: int) -> np.ndarray:
 def json_summary(result: dict, max_points: int = 1000) -> dict:
     """``evaluate``'s dict with JSON-ready values; the curve keeps at most ``max_points`` points."""
     keep = thin_indices(len(result["precision"]), max_points)
-    summary = {k: v for k, v in result.items() if k not in ("precision", "recall", "scores")}
+    summary = {k: v for k, v in result.items() if k not in ("precision", "recall", "scores", "per_image")}
     summary["ap"] = None if not np.isfinite(result["ap"]) else float(result["ap"])
     summary["precision"] = [round(float(v), 6) for v in np.asarray(result["precision"])[keep]]
     summary["recall"] = [round(float(v), 6) for v in np.asarray(result["recall"])[keep]]

@@ -86,3 +86,28 @@ def at_threshold(
             for name, _, _ in SIZE_BINS
         },
     }
+
+
+def best_mean_f1(curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """The one threshold of best mean F1 over several hold-outs, each given as its ranked
+    ``(precision, recall, scores)``: ``{"f1" (the mean), "threshold", "f1_per_set"}``.
+
+    Candidate thresholds are every score of every set; at threshold ``t`` a set keeps its detections
+    scoring ``>= t`` (the cut :func:`best_f1` would take there); a set with nothing kept has F1 0."""
+    candidates = np.unique(np.concatenate([np.asarray(s, np.float64) for _, _, s in curves] or [np.zeros(0)]))
+    if candidates.size == 0:
+        return {"f1": 0.0, "threshold": 1.0, "f1_per_set": [0.0] * len(curves)}
+    per_set = []
+    for precision, recall, scores in curves:
+        scores = np.asarray(scores, np.float64)
+        if scores.size == 0:
+            per_set.append(np.zeros(candidates.size))
+            continue
+        kept = np.searchsorted(-scores, -candidates, side="right")  # detections scoring >= t
+        last = np.maximum(kept - 1, 0)
+        p = np.where(kept > 0, np.asarray(precision, np.float64)[last], 0.0)
+        r = np.where(kept > 0, np.asarray(recall, np.float64)[last], 0.0)
+        per_set.append(_f1(p, r))
+    mean = np.mean(per_set, axis=0)
+    k = int(np.argmax(mean))
+    return {"f1": float(mean[k]), "threshold": float(candidates[k]), "f1_per_set": [float(f[k]) for f in per_set]}
