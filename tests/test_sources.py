@@ -177,3 +177,16 @@ def test_source_problems_are_one_line(two_sets, tmp_path, capsys):
     code = main(["train", "--data", str(bad), "--val", str(tmp_path / "x.csv"), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "is a sources file: give each source's 'val' in it" in err
+
+
+def test_pause_after_stops_at_an_epoch_end_and_resume_finishes_the_plan(two_sets, tmp_path, capsys):
+    a = str(two_sets / "a")
+    base = ["train", "--data", a + "/train", "--out", str(tmp_path / "run"), "--preset", "tiny", "--epochs", "3"]
+    base += ["--batch", "4", "--size", "128", "--workers", "0", "--kernels", "torch", "--no-progress", "--seed", "1"]
+    assert main(base + ["--pause-after", "0.0001"]) == 0
+    assert "paused by --pause-after 0.0001 after epoch 1 of 3 (continue with --resume)" in capsys.readouterr().out
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    assert main(base + ["--resume"]) == 0
+    assert "trained 3 epochs (6 iterations)" in capsys.readouterr().out
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
+    assert main(base[:-2] + ["--pause-after", "0"]) == 2

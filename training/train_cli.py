@@ -122,6 +122,8 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{flag.replace('_', '-')} {value}: must be at least 1"
     if args.max_minutes is not None and not args.max_minutes > 0:
         return f"--max-minutes {args.max_minutes}: must be more than 0"
+    if args.pause_after is not None and not args.pause_after > 0:
+        return f"--pause-after {args.pause_after}: must be more than 0"
     if args.warmup_iters is not None and args.warmup_iters < 0:
         return f"--warmup-iters {args.warmup_iters}: must be 0 or more"
     if args.workers < 0:

@@ -158,6 +158,12 @@ class TrainOptions:
         "deadline (None: no limit)",
         metavar="M",
     )
+    pause_after: float | None = option(
+        None,
+        "a piece of a longer run: stop at the last epoch end that fits M minutes of this process "
+        "(checkpointed; --resume continues exactly, the plan unchanged); None: no limit",
+        metavar="M",
+    )
     eval_every: int = option(1, "validate every K epochs (and after the last)")
     size: int | None = option(None, "training input side in pixels", preset="train.input_size")
     sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over all processes")
@@ -271,7 +277,11 @@ def train(opts: TrainOptions) -> TrainResult:
         run.loop = loop
         epoch = run.start_epoch
         started = time.time()
+        paused = False
         while epoch < run.preset.train.epochs and run.iteration < run.total_iters:
+            if paused:
+                return _finish(run, epoch, started, paused=True)
+            epoch_started = time.time()
             run.sampler.set_epoch(epoch)
             run.dataset.set_epoch(epoch)
             stopped, run.iteration, epoch_loss = loop.run_epoch(
@@ -285,6 +295,9 @@ def train(opts: TrainOptions) -> TrainResult:
                 opts.on_epoch_end(epoch)
             if loop.out_of_time:
                 break
+            if opts.pause_after is not None:  # would the next epoch, as long as this one, end past the limit?
+                now = time.time()
+                paused = now + (now - epoch_started) > started + 60 * opts.pause_after
         return _finish(run, epoch, started)
     finally:
         D.shutdown(info)
@@ -564,8 +577,8 @@ def _stopped(run: _Run, epoch: int, stopped: tuple[int, float]) -> TrainResult:
     return TrainResult("nan", epoch, stopped[0], run.best_ap, run.last_ap, message, run.ema.module, capture_rng_state())
 
 
-def _finish(run: _Run, epoch: int, started: float) -> TrainResult:
-    """Curves drawn, TensorBoard closed, the one-line summary."""
+def _finish(run: _Run, epoch: int, started: float, paused: bool = False) -> TrainResult:
+    """Curves drawn, TensorBoard closed, the one-line summary (``paused``: a ``--pause-after`` piece)."""
     out, opts = run.out, run.opts
     if run.info.is_main:
         plot_curves(out / "metrics.csv", out / "curves.png", title=f"{run.preset.name}: {out.name}")
@@ -577,6 +590,11 @@ def _finish(run: _Run, epoch: int, started: float) -> TrainResult:
     )
     if run.loop.out_of_time:
         message = f"stopped by --max-minutes {opts.max_minutes:g} in epoch {epoch}: " + message
+    if paused:
+        message = (
+            f"paused by --pause-after {opts.pause_after:g} after epoch {epoch} of {run.preset.train.epochs} "
+            f"(continue with --resume): " + message
+        )
     if run.best_ap is not None:
         message += f"; best val mAP@0.5 {100 * run.best_ap:.2f}% ({out / 'best.pt'})"
     return TrainResult(
