@@ -19,6 +19,9 @@
   to the model's display threshold (``det.display_threshold``: chosen at its best hold-out F1);
   ``0`` keeps everything post-processing returns (scores above 0.08, the evaluation cut).
   ``det.batch(images)`` does the same for a list.
+* ``det.track(video_or_frames, tracker="bytetrack", every=1, start=0, end=None)`` follows faces
+  across frames (``acfd.tracking``): it yields a ``TrackedFrame`` per frame, whose ``ids`` give each
+  detection's track (ids from 1; a scene cut ends every track), as ``acfd predict --track`` writes.
 
 Bad input raises ``ValueError`` subclasses with one line naming what was wrong (``ImageError`` for
 images, ``ManifestError`` / ``EngineError`` for exports, ``CheckpointError`` for checkpoints).
@@ -29,13 +32,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
+from acfd.cache import cache_dir
 from acfd.clients.detections import Detection
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
@@ -68,12 +72,18 @@ class Prediction:
         }
 
 
-def cache_dir() -> Path:
-    """Where exports of checkpoints are kept between runs."""
-    if os.environ.get("ACFD_CACHE"):
-        return Path(os.environ["ACFD_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "acfd"
+@dataclass(frozen=True)
+class TrackedFrame:
+    """One frame of ``Detector.track``: its detections and the track id of each (``None``: on no track)."""
+
+    frame: int
+    time_s: float  # NaN when the video states no frame rate
+    shot: int  # scene cuts so far (a cut ends every track)
+    prediction: Prediction
+    ids: list[int | None]
+
+    def __iter__(self) -> Iterator[tuple[Detection, int | None]]:
+        return zip(self.prediction, self.ids)
 
 
 def cached_export(weights: str | Path) -> Path:
@@ -146,6 +156,9 @@ class Detector:
             self._pipeline = InProcessPipeline(export, engine=engine, threads=threads)
             self.cfg = self._pipeline.cfg
             self.engine_name = self._pipeline.engine.describe()
+            self.model_path = Path(export)
+            self.engine_key = self._pipeline.engine.name
+            self.engine_id = f"{self.engine_key} ({self._pipeline.engine.precision})"
         else:
             self._load_torch(source, device, threads)
         self.display_threshold = float(self.cfg.display_threshold)
@@ -173,6 +186,9 @@ class Detector:
         self._predictor = Predictor(fuse_copy(model)).to(torch.device(device)).eval()
         self.cfg = preset.inference
         self.engine_name = f"PyTorch fused ({device})"
+        self.model_path = Path(source)
+        self.engine_key = None
+        self.engine_id = f"torch ({device})"
 
     def __call__(self, image: ImageInput, min_score: float | None = None, channels: str = "rgb") -> Prediction:
         return self.batch([image], min_score=min_score, channels=channels)[0]
@@ -206,6 +222,76 @@ class Detector:
         if isinstance(image, (str, os.PathLike)):
             return read_image(image)
         raise TypeError(f"image must be a path, encoded bytes or a uint8 array, not {type(image).__name__}")
+
+    def identity(self) -> dict:
+        """What makes this detector's answers what they are: the engine and a SHA-256 of the model files
+        (an export folder's files, or the checkpoint), without thread counts (they do not change results)."""
+        import hashlib
+
+        files = sorted(p for p in self.model_path.iterdir() if p.is_file() and not p.name.startswith(".")) \
+            if self.model_path.is_dir() else [self.model_path]  # fmt: skip
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + b"\0")
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        return {"engine": self.engine_id, "sha256": digest.hexdigest()}
+
+    def track(
+        self,
+        source: str | os.PathLike | Iterable[ImageInput],
+        *,
+        tracker: str = "bytetrack",
+        min_score: float | None = None,
+        every: int = 1,
+        start: int = 0,
+        end: int | None = None,
+        fps: float | None = None,
+        cut_threshold: float | None = None,
+        channels: str = "rgb",
+    ) -> Iterator[TrackedFrame]:
+        """Faces followed across frames: one ``TrackedFrame`` per detected frame, as they come.
+
+        ``source`` is a video file (frames ``start`` to ``end``, every ``every``-th, as ``acfd predict``
+        reads them) or an iterable of images (paths, bytes or arrays; ``fps`` says their rate, default
+        30). Each frame's ``ids`` give the track of each detection (``None``: on no track); ids count
+        from 1 in order of appearance, and a scene cut (``shot`` goes up) ends every track. These are
+        the ids ``acfd predict --track`` writes for the same frames.
+        """
+        from acfd.tracking.cuts import DEFAULT_CUT_THRESHOLD
+        from acfd.tracking.tracks import TrackBook, recorded
+
+        threshold = DEFAULT_CUT_THRESHOLD if cut_threshold is None else float(cut_threshold)
+        if every < 1 or start < 0 or (end is not None and end <= start):
+            raise ValueError("every must be >= 1, start >= 0 and end > start")
+        if isinstance(source, (str, os.PathLike)):
+            from acfd.jobs.sources import probe_video, read_video
+
+            path = Path(source)
+            rate = probe_video(path)[0]
+            frames = (
+                (f.index, f.time_s, f.rgb, f.cut) for f in read_video(path, start, end, every, cut_threshold=threshold)
+            )
+        else:
+            rate = 30.0 if fps is None else float(fps)
+            frames = self._numbered(source, rate, channels, threshold)
+        book = TrackBook(tracker, (rate if rate > 0 else 30.0) / every)
+        shot = 0
+        for index, time_s, rgb, cut in frames:
+            prediction = self(rgb, min_score=min_score)
+            boxes, scores = recorded(prediction.boxes, prediction.scores)
+            shot += int(cut)
+            ids = book.update(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32), cut)
+            yield TrackedFrame(index, time_s, shot, prediction, ids)
+
+    def _numbered(self, images: Iterable[ImageInput], fps: float, channels: str, threshold: float):
+        from acfd.tracking.cuts import CutDetector
+
+        cuts = CutDetector(threshold)
+        for index, image in enumerate(images):
+            rgb = self._decode(image, channels)
+            yield index, index / fps if fps > 0 else float("nan"), rgb, cuts.feed(rgb)
 
     def __repr__(self) -> str:
         return f"Detector({self.engine_name}, min_score={self.min_score:g})"

@@ -8,7 +8,14 @@ Contract:
   (``image, width, height, faces, latency_ms, detections: [{box, score}]``) and nothing else; the
   summary then goes to stderr. Without it, one ``PATH: N faces (T ms)`` line per image.
 * The summary line gives images, faces and the mean request latency.
-* A server that cannot be reached, or without the model loaded: one line on stderr, exit 2 (before
+* ``--url`` may be repeated (or hold several addresses separated by commas): requests spread over
+  the ready servers, least outstanding requests first; a server that fails or goes unready is
+  skipped and tried again later, and the image goes to another (``acfd.clients.pool``). Every image
+  is answered once, in input order, whichever server answered it; the summary says how many each did.
+* Failures a repair or another server can cure (a model's process died, a server went away, no
+  answer within ``--timeout``) are retried up to ``--retries`` times within ``--deadline`` seconds;
+  a request refused as bad input never is.
+* No server that can be reached, or none with the model loaded: one line on stderr, exit 2 (before
   any image is sent). An unreadable or undecodable image: one line on stderr naming it, the other
   images still go through, exit 1. A request the server failed on (its fault, gRPC ``INTERNAL``)
   is one line saying so, also exit 1, and the summary counts the two kinds apart. Exit 0 when
@@ -35,6 +42,7 @@ from acfd.clients.grpc_client import (
     ServerUnavailable,
 )
 
+from acfd.clients.pool import parse_urls
 from acfd.inference.image_io import IMAGE_SUFFIXES
 
 
@@ -46,7 +54,13 @@ class ImageJob:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files and/or folders of images")
-    parser.add_argument("--url", default=DEFAULT_URL, help="gRPC address of the Triton server (host:port)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="HOST:PORT",
+        help=f"gRPC address of a Triton server, {DEFAULT_URL} if none; repeat it (or separate by commas) for several",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="name of the served ensemble")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write annotated PNGs here")
     parser.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
@@ -61,7 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for each answer")
     parser.add_argument(
-        "--retries", type=int, default=3, help="retries of a request the server could not take (UNAVAILABLE)"
+        "--retries", type=int, default=8, help="retries of a request that failed on the server's side (never bad input)"
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=120.0, metavar="S", help="seconds one image may take, retries included"
     )
     parser.add_argument("--compression", choices=COMPRESSIONS, default=None, help="gRPC compression of requests")
 
@@ -104,8 +121,14 @@ def run(args: argparse.Namespace) -> int:
         if value < low:
             print(f"acfd detect: {flag} must be >= {low}, got {value}", file=sys.stderr)
             return 2
-    if args.timeout <= 0:
-        print(f"acfd detect: --timeout must be > 0, got {args.timeout}", file=sys.stderr)
+    for flag, value in (("--timeout", args.timeout), ("--deadline", args.deadline)):
+        if value <= 0:
+            print(f"acfd detect: {flag} must be > 0, got {value}", file=sys.stderr)
+            return 2
+    try:
+        urls = parse_urls(getattr(args, "url", None) or [DEFAULT_URL])
+    except ValueError as err:
+        print(f"acfd detect: --url: {err}", file=sys.stderr)
         return 2
     jobs, errors = collect_images(args.inputs)
     for line in errors:
@@ -114,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
         print("acfd detect: no images to send", file=sys.stderr)
         return 2
     client = DetectorClient(
-        args.url,
+        urls,
         model=args.model,
         timeout_s=args.timeout,
         retries=args.retries,
+        deadline_s=args.deadline,
         compression=args.compression,
         min_score=args.min_score,
         drain_s=args.timeout,  # at exit, requests abandoned on timeout get this long to finish
@@ -151,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
         summary += f", {failed} failed"
         if server_faults:
             summary += f" ({server_faults} by a server fault, {failed - server_faults} refused as bad input)"
+    if len(urls) > 1:
+        shares = client.pool.shares()
+        summary += "; answered by " + ", ".join(f"{url}: {shares[url]}" for url in urls)
     if args.out is not None and latencies:
         summary += f"; annotated images in {args.out}"
     print(summary, file=sys.stderr if args.json else sys.stdout)

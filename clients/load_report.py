@@ -139,8 +139,11 @@ def plot_sweep(
         ax_m.plot(conc, compute, "o-", color=color, label=f"{model} compute")
         ax_m.plot(conc, queue, "x:", color=color, label=f"{model} queue")
     ax_m.set_ylabel("ms per model request")
-    ax_m.set_title("server time per composing model")
-    ax_m.legend(fontsize=7, loc="upper left")
+    if composing_models(levels):
+        ax_m.set_title("server time per composing model")
+        ax_m.legend(fontsize=7, loc="upper left")
+    else:  # a client-driven sweep over several servers: no per-model server times
+        ax_m.set_title("server time per composing model: not measured (client-driven)")
     for ax in (ax_t, ax_l, ax_m):
         ax.set_xlabel("concurrent requests")
         ax.set_ylim(bottom=0)

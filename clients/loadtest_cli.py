@@ -12,6 +12,13 @@ same decode, resize and post-processing; skipped, with a note, without ``--expor
 ``DIR/results.csv``, ``DIR/loadtest.png``, ``DIR/summary.json``, ``DIR/summary.txt`` and print the
 summary, which states server over in-process throughput at every level.
 
+Several servers (``--url`` repeated, or addresses separated by commas): perf_analyzer talks to one
+server, so the sweep is driven by the client library instead (``acfd.clients.load_generator``: a
+closed loop of ``concurrency`` workers over the ``DetectorClient``, which spreads requests over the
+ready servers, least outstanding first), one ``--seconds`` window per level; the report has the
+same throughput and latency columns (no per-model server times), each server's share of the
+answers, and the images that failed after the client's retries.
+
 Exit codes: 0 done; 1 the sweep failed part way (perf_analyzer's own error line is printed);
 2 nothing measured (bad flag, perf_analyzer or its libraries missing, server or model not ready).
 """
@@ -26,12 +33,19 @@ import numpy as np
 
 from acfd.clients.grpc_client import DEFAULT_MODEL, DEFAULT_URL, ClientError, DetectorClient
 from acfd.clients.load_report import InProcessResult
+from acfd.clients.pool import parse_urls
 
 PROG = "acfd loadtest"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL, help="gRPC address of the Triton server (host:port)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="HOST:PORT",
+        help=f"gRPC address of a Triton server, {DEFAULT_URL} if none; repeat it (or separate by commas) for several",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="name of the served ensemble")
     parser.add_argument("--concurrency", default="1:16:2", metavar="START:END:STEP", help="concurrency levels to sweep")
     parser.add_argument(
@@ -86,7 +100,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acfd.clients import load_report
     from acfd.clients.perf_analyzer import (
         PerfAnalyzerError,
         SweepSettings,
@@ -101,8 +114,12 @@ def run(args: argparse.Namespace) -> int:
         levels = parse_concurrency(args.concurrency)
         width, height = _parse_size(args.size)
         _check_positive(args)
+        urls = parse_urls(getattr(args, "url", None) or [DEFAULT_URL])
     except ValueError as err:
         return _fail(str(err))
+    if len(urls) > 1:
+        return run_over_servers(args, urls, levels, width, height)
+    args.url = urls[0]
     try:
         install = find_perf_analyzer()
         version = check_perf_analyzer(install)
@@ -153,13 +170,72 @@ def run(args: argparse.Namespace) -> int:
     failed_after = failed_requests(args.url, args.model)
     failed = failed_after - failed_before if failed_before is not None and failed_after is not None else None
 
+    windows = f"windows of {args.min_requests}+ requests" if args.min_requests else f"{args.seconds:g} s windows"
+    header = f"acfd loadtest: {args.model} at {args.url}, {len(images)} scenes {width}x{height}, {windows}, {version}"
+    meta = {
+        "url": args.url, "model": args.model, "concurrency": levels, "window_s": args.seconds,
+        "images": len(images), "size": [width, height], "seed": args.seed, "perf_analyzer": version,
+    }  # fmt: skip
+    return _finish(args, args.url, out, images, results, levels, failed, header, meta)
+
+
+def run_over_servers(args: argparse.Namespace, urls: list[str], levels: list[int], width: int, height: int) -> int:
+    """The sweep over several servers, driven by the client library (one window per level)."""
+    from tqdm import tqdm
+
+    from acfd.clients.load_generator import level_result, run_load
+
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return _fail(f"--out {out}: cannot create the folder ({err.strerror or err})")
+    images = generate_images(args.images, width, height, args.seed)
+    results, failed, shares = [], 0, {url: 0 for url in urls}
+    try:
+        with DetectorClient(urls, model=args.model, timeout_s=30.0) as client:
+            client.check_ready()
+            with tqdm(levels, desc="client load", unit="level", file=sys.stderr) as progress:
+                for concurrency in progress:
+                    sent = run_load(client, images, concurrency, args.seconds)
+                    result = level_result(sent, concurrency, args.seconds)
+                    results.append(result)
+                    failed += sum(not s.ok for s in sent)
+                    for s in sent:
+                        if s.ok:
+                            shares[s.server] += 1
+                    progress.write(
+                        f"concurrency {concurrency}: {result.throughput:.2f} infer/s, p50 {result.p50_ms:.1f} ms",
+                        file=sys.stderr,
+                    )
+    except ClientError as err:
+        return _fail(str(err))
+    where = ", ".join(urls)
+    header = (
+        f"acfd loadtest: {args.model} over {len(urls)} servers ({where}), {len(images)} scenes {width}x{height}, "
+        f"{args.seconds:g} s per level, client-driven"
+    )
+    meta = {
+        "urls": urls, "model": args.model, "concurrency": levels, "window_s": args.seconds, "images": len(images),
+        "size": [width, height], "seed": args.seed, "driver": "client", "answered_by": shares,
+        "failed_after_retries": failed,
+    }  # fmt: skip
+    share_line = "answered by " + ", ".join(f"{url}: {n}" for url, n in shares.items())
+    failed_line = f"images failed after the client's retries: {failed}"
+    return _finish(args, urls[0], out, images, results, levels, None, header, meta, [share_line, failed_line])
+
+
+def _finish(args, engine_url, out, images, results, levels, failed, header, meta, extra_lines=()) -> int:
+    """The in-process yardstick, then the report files and the printed summary."""
+    from acfd.clients import load_report
+
     local, local_note = None, ""
     if args.no_local:
         local_note = "skipped (--no-local)"
     elif args.export is None:
         local_note = "skipped (give --export DIR, the export the repository was built from)"
     else:
-        engine, threads = served_engine(args.url)
+        engine, threads = served_engine(engine_url)
         try:
             local = measure_in_process(
                 args.export, images, args.local_seconds or args.seconds, engine=args.local_engine or engine,
@@ -167,23 +243,13 @@ def run(args: argparse.Namespace) -> int:
             )  # fmt: skip
         except Exception as err:  # an unusable export must not lose the sweep's report
             local_note = f"failed: {' '.join(str(err).split())}"
-    windows = f"windows of {args.min_requests}+ requests" if args.min_requests else f"{args.seconds:g} s windows"
-    header = f"acfd loadtest: {args.model} at {args.url}, {len(images)} scenes {width}x{height}, {windows}, {version}"
     lines = load_report.summary_lines(results, local, failed, header=header, local_note=local_note)
     csv_path = load_report.write_results_csv(out / "results.csv", results)
     png_path = load_report.plot_sweep(
         out / "loadtest.png", results, local, title=header.removeprefix("acfd loadtest: ")
     )
-    load_report.write_summary_json(
-        out / "summary.json",
-        results,
-        local,
-        failed,
-        {
-            "url": args.url, "model": args.model, "concurrency": levels, "window_s": args.seconds,
-            "images": len(images), "size": [width, height], "seed": args.seed, "perf_analyzer": version,
-        },
-    )  # fmt: skip
+    load_report.write_summary_json(out / "summary.json", results, local, failed, meta)
+    lines.extend(extra_lines)
     lines.append(f"wrote {csv_path}, {png_path}, {out / 'summary.json'}")
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Make .venv from nothing and install ACFD with everything it needs (CPU machine, Python 3.11).
 # Quick when already done: it reinstalls only when pyproject.toml changed since the last run.
-# ACFD_EXTRAS=dev,gpu adds the gpu extra (CuPy + NVRTC, about 200 MB: runs the NVRTC compile test).
+# The tests need the dev, track (supervision, norfair) and cluster (ray) extras: ACFD_EXTRAS defaults to them;
+# ACFD_EXTRAS=dev,track,cluster,gpu adds the gpu extra (CuPy + NVRTC, about 200 MB: runs the NVRTC compile test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp=.venv/.setup-stamp
-extras=${ACFD_EXTRAS:-dev}
+extras=${ACFD_EXTRAS:-dev,track,cluster}
 want=$( (sha256sum pyproject.toml scripts/setup.sh; echo "$extras") | sha256sum | cut -c1-16)
 
 # perf_analyzer (inside the tritonclient wheel) links against Debian's libb64.

@@ -17,6 +17,9 @@ Contract:
   The server also dies with this process (``PR_SET_PDEATHSIG``, tied to the thread that called
   ``start()``: call it from a thread that outlives the server, normally the main one), so no
   orphan keeps the ports.
+* ``model_control="explicit"`` starts the server in Triton's explicit model-control mode with every
+  model of the repository loaded (``--load-model=*``), so that a model can be unloaded and loaded
+  again while the others serve (what ``acfd.serving.watchdog`` does to repair a broken model).
 * Every failure a user can cause raises ``ServerError`` with one line: a port in use, no server
   binary, a model that failed to load (with the server's own reason, taken from its log).
 """
@@ -62,6 +65,7 @@ class ServerConfig:
     log_verbose: int = 0
     log_file: Path | None = None  # None: a file in the server's temporary work directory
     echo_log: Callable[[str], None] | None = None  # called with each server log line
+    model_control: str = "none"  # "explicit": every model loaded at start, load/unload allowed after
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,8 @@ class TritonServer:
     def start(self) -> "TritonServer":
         cfg = self.config
         repo = Path(cfg.model_repository)
+        if cfg.model_control not in ("none", "explicit"):
+            raise ServerError(f"model_control {cfg.model_control!r}: choose 'none' or 'explicit'")
         if not repo.is_dir():
             raise ServerError(
                 f"{repo}: model repository not found (build one with `acfd repo --export DIR --out {repo}`)"
@@ -253,6 +259,8 @@ class TritonServer:
         ]
         if backends is not None:
             command.insert(2, f"--backend-directory={backends}")
+        if cfg.model_control == "explicit":
+            command += ["--model-control-mode=explicit", "--load-model=*"]
         started = time.monotonic()
         log = self._log_path.open("w", encoding="utf-8", errors="replace")
         try:
@@ -317,6 +325,10 @@ class TritonServer:
     def failure_reason(self, exit_code: int) -> str:
         """One line saying why the server exited, from its own log."""
         return explain_failure(list(self._log_tail), exit_code, self.config, self._log_path)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None

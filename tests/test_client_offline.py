@@ -7,8 +7,6 @@ import asyncio
 import base64
 import json
 import socket
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from acfd.cli import main as acfd_main
+from fake_triton import FakeTriton
 from acfd.clients import grpc_client
 from acfd.clients.detections import Detection, detections_from_arrays, draw_detections
 from acfd.clients.grpc_client import (
@@ -115,108 +114,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# ---- a stand-in gRPC server: slow or flaky on purpose --------------------------------------------
-class FakeTriton:
-    """The KServe v2 gRPC service with the ACFD interface, answering ``ModelInfer`` after ``delay_s``
-    with one fixed detection, or with UNAVAILABLE for the first ``unavailable`` calls.
-
-    Used instead of the real server where the real one must not be provoked: Triton 2.51 can crash
-    when a client deadline cancels a request just as it completes (triton-inference-server/server
-    issue 7368, fixed in 24.12), and the session's server is shared by every serving test.
-    """
-
-    BOX = (3.0, 4.0, 30.0, 40.0)
-
-    def __init__(self, delay_s: float = 0.0, unavailable: int = 0):
-        import grpc
-        from tritonclient.grpc import service_pb2_grpc
-
-        self.delay_s = delay_s
-        self.unavailable = unavailable
-        self.infer_calls = 0
-        self.release = threading.Event()
-        self.handled = threading.Event()
-        self.cancelled: list[bool] = []  # per finished ModelInfer: did the client cancel it?
-        self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self._servicer(), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.url = f"127.0.0.1:{self.port}"
-
-    def _servicer(self):
-        import grpc
-        from tritonclient.grpc import model_config_pb2 as mc
-        from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-        fake = self
-
-        class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-            def ServerLive(self, request, context):
-                return service_pb2.ServerLiveResponse(live=True)
-
-            def ModelReady(self, request, context):
-                return service_pb2.ModelReadyResponse(ready=request.name == "acfd")
-
-            def RepositoryIndex(self, request, context):
-                return service_pb2.RepositoryIndexResponse(
-                    models=[service_pb2.RepositoryIndexResponse.ModelIndex(name="acfd", version="1", state="READY")]
-                )
-
-            def ModelConfig(self, request, context):
-                config = mc.ModelConfig(
-                    name="acfd",
-                    platform="ensemble",
-                    input=[mc.ModelInput(name="IMAGE", data_type=mc.TYPE_UINT8, dims=[-1])],
-                    output=[
-                        mc.ModelOutput(name="BOXES", data_type=mc.TYPE_FP32, dims=[-1, 4]),
-                        mc.ModelOutput(name="SCORES", data_type=mc.TYPE_FP32, dims=[-1]),
-                    ],
-                )
-                return service_pb2.ModelConfigResponse(config=config)
-
-            def ModelInfer(self, request, context):
-                fake.infer_calls += 1
-                if fake.infer_calls <= fake.unavailable:
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
-                fake.release.wait(fake.delay_s)
-                fake.cancelled.append(not context.is_active())
-                fake.handled.set()
-                tensor = service_pb2.ModelInferResponse.InferOutputTensor
-                return service_pb2.ModelInferResponse(
-                    model_name="acfd",
-                    outputs=[
-                        tensor(name="BOXES", datatype="FP32", shape=[1, 4]),
-                        tensor(name="SCORES", datatype="FP32", shape=[1]),
-                    ],
-                    raw_output_contents=[
-                        np.array(fake.BOX, np.float32).tobytes(),
-                        np.array([0.75], np.float32).tobytes(),
-                    ],
-                )
-
-        return Servicer()
-
-    def __enter__(self) -> "FakeTriton":
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release.set()  # let a handler still sleeping finish at once
-        self.server.stop(grace=None)
-
-
 def test_tiny_timeout_raises_timeout_not_hang_and_does_not_cancel():
     with FakeTriton(delay_s=30.0) as fake:
-        with DetectorClient(fake.url, timeout_s=10.0) as client:
+        with DetectorClient(fake.url, timeout_s=10.0, retries=0) as client:
             client.check_ready()
             with pytest.raises(DetectTimeout) as info:
                 client.detect(b"image bytes", timeout_s=0.2)
-            assert "within 0.2 s" in str(info.value) and fake.infer_calls == 1  # a timeout is not retried
+            assert "within 0.2 s" in str(info.value) and fake.infer_calls == 1  # retries=0: one attempt
             fake.release.set()  # the abandoned request completes; close() waits for it
         assert fake.handled.wait(5) and fake.cancelled == [False]
 
 
 def test_cancel_on_timeout_sends_a_deadline():
-    with FakeTriton(delay_s=1.0) as fake, DetectorClient(fake.url, cancel_on_timeout=True) as client:
+    with FakeTriton(delay_s=1.0) as fake, DetectorClient(fake.url, cancel_on_timeout=True, retries=0) as client:
         with pytest.raises(DetectTimeout, match="within 0.2 s"):
             client.detect(b"image bytes", timeout_s=0.2)
         assert fake.handled.wait(5) and fake.cancelled == [True]
@@ -226,7 +136,7 @@ def test_async_tiny_timeout():
     from acfd.clients.aio_client import AsyncDetectorClient
 
     async def go(fake: FakeTriton) -> list[Detection]:
-        async with AsyncDetectorClient(fake.url, timeout_s=0.2) as client:
+        async with AsyncDetectorClient(fake.url, timeout_s=0.2, retries=0) as client:
             with pytest.raises(DetectTimeout, match="within 0.2 s"):
                 await client.detect(b"image bytes")
             fake.delay_s = 0.0

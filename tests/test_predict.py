@@ -212,6 +212,8 @@ def test_predict_on_a_video_and_a_folder_matches_the_detector(detector, scenes, 
     assert len(crops) == sum(r["faces"] for r in records)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 2 and summary["video_frames"] == 4 and summary["failed"] == 2
+    timing = json.loads((out / "timing.json").read_text())  # this run's speed, kept apart from its results
+    assert timing["detected"] == 6 and timing["per_s_detecting"] > 0
 
 
 def test_predict_with_nothing_readable_exits_2(cache, tmp_path, capsys):

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from acfd.cache import openvino_cache
 from acfd.inference.manifest import ExportManifest
 
 import numpy as np
@@ -137,6 +138,9 @@ class _OpenVINO(Engine):
         except ImportError as err:
             raise EngineError(f"engine {name}: OpenVINO is not installed (pip install openvino)") from err
         self.core = ov.Core()
+        cache = openvino_cache()
+        if cache is not None:  # a reopened engine loads its compiled graphs (acfd.cache)
+            self.core.set_property({"CACHE_DIR": cache})
         try:
             self.model = self.core.read_model(str(path))
         except Exception as err:

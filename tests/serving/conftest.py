@@ -4,7 +4,8 @@ The fixture builds everything the way a user would: a ``tiny`` checkpoint (seede
 output layers scaled down and the classification bias set so that an untrained network still
 reports a few dozen spread-out detections instead of none or thousands of ties), ``export_model``,
 the int8 model ``acfd export`` adds by default, ``build_repository`` (target cpu, the default
-engine), and ``TritonServer`` on free loopback ports. The preset is
+engine), and ``TritonServer`` on free loopback ports, in explicit model-control mode with the
+watchdog of ``acfd serve`` running beside it (``serving.watchdog``), as ``acfd serve`` runs it. The preset is
 ``tiny`` with the paper's test scales divided by four, so each request costs a few tens of
 milliseconds of CPU and the concurrency test fits the test budget; everything else (thresholds,
 NMS, top-k, normalisation) is the paper's.
@@ -30,6 +31,7 @@ class Serving:
     export_dir: Path
     checkpoint: Path
     preset: object  # acfd.training.config.Preset
+    watchdog: object = None  # acfd.serving.watchdog.Watchdog
 
     @property
     def url(self) -> str:
@@ -42,6 +44,43 @@ def write_test_preset(path: Path) -> Path:
         f"# tiny, with the test scales / 4 (serving tests)\nbase: tiny\ninference:\n  test_scales:\n{rows}\n"
     )
     return path
+
+
+def three_free_ports() -> tuple[int, int, int]:
+    from acfd.serving.server import free_port
+
+    ports: set[int] = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    return tuple(sorted(ports))
+
+
+def start_watched_server(repo: Path, exit_timeout_s: int = 10, **watchdog_options):
+    """``TritonServer`` on free loopback ports in explicit model-control mode, and its watchdog
+    (``acfd serve``'s) watching in a background thread; returns (server, watchdog)."""
+    from acfd.serving.server import ServerConfig, TritonServer
+    from acfd.serving.watchdog import Watchdog, WatchdogConfig
+
+    grpc_port, http_port, metrics_port = three_free_ports()
+    config = ServerConfig(
+        repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, startup_timeout_s=180,
+        model_control="explicit", exit_timeout_s=exit_timeout_s,
+    )  # fmt: skip
+    server = TritonServer(config).start()
+    try:
+        watchdog = Watchdog(server, WatchdogConfig(**watchdog_options), log=lambda line: print(f"watchdog: {line}"))
+        watchdog.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server, watchdog
+
+
+@pytest.fixture(scope="session")
+def watched_server():
+    """``start_watched_server``, for test modules that need a server of their own (by fixture: the
+    name ``conftest`` clashes with tests/conftest.py on an import)."""
+    return start_watched_server
 
 
 def make_checkpoint(path: Path, preset_file: Path):
@@ -67,7 +106,7 @@ def make_checkpoint(path: Path, preset_file: Path):
 @pytest.fixture(scope="session")
 def serving(tmp_path_factory) -> Iterator[Serving]:
     from acfd.serving.repo import build_repository
-    from acfd.serving.server import ServerConfig, ServerError, TritonServer, find_tritonserver, free_port
+    from acfd.serving.server import ServerError, find_tritonserver
     from acfd.export.graph import export_model
     from acfd.export.quantize import generated_images, quantize_export
 
@@ -80,15 +119,10 @@ def serving(tmp_path_factory) -> Iterator[Serving]:
     export_model(root / "tiny.pt", root / "export", progress=False)
     quantize_export(root / "export", generated_images(4, seed=3))  # as `acfd export` does by default
     repo = build_repository(root / "export", root / "repo", target="cpu")  # the default repository
-    ports = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    grpc_port, http_port, metrics_port = sorted(ports)
-    config = ServerConfig(
-        repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, startup_timeout_s=180
-    )
-    server = TritonServer(config).start()
+    server, watchdog = start_watched_server(repo)
     try:
-        yield Serving(server=server, repo=repo, export_dir=root / "export", checkpoint=root / "tiny.pt", preset=preset)
+        yield Serving(server=server, repo=repo, export_dir=root / "export", checkpoint=root / "tiny.pt", preset=preset,
+                      watchdog=watchdog)  # fmt: skip
     finally:
+        watchdog.stop()
         server.stop()

@@ -261,6 +261,13 @@ def test_serve_reports_port_in_use_in_one_line(serving):
     )
 
 
+def test_serve_refuses_bad_watchdog_settings_in_one_line():
+    done = _acfd("serve", "--hang-timeout", "0")
+    assert done.returncode == 2 and done.stderr.strip() == "acfd serve: --hang-timeout must be > 0, got 0.0"
+    done = _acfd("serve", "--health-port", "70000")
+    assert done.returncode == 2 and "--health-port 70000: not a port number" in done.stderr
+
+
 def _trivial_repo(root: Path, initialize: str = "pass") -> Path:
     """A repository with one python model named ``acfd`` that loads in a second (launcher tests)."""
     (root / "acfd" / "1").mkdir(parents=True)
@@ -321,6 +328,8 @@ def test_serve_starts_and_stops_cleanly_on_sigterm(tmp_path):
             str(ports[1]),
             "--metrics-port",
             str(ports[2]),
+            "--health-port",
+            str(free_port()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -347,6 +356,9 @@ def test_serve_starts_and_stops_cleanly_on_sigterm(tmp_path):
             proc.communicate()
     assert proc.returncode == 0, err
     assert "acfd serve: stopping ..." in out and "acfd serve: stopped (server exit code 0)" in out
+    # not the ACFD interface: the watchdog watches the stub processes but sends no probes, and says so
+    started = "".join(lines)
+    assert "no probes, stub scan only" in started and "  health   http://127.0.0.1:" in started
     assert not any(port_in_use("127.0.0.1", p) for p in ports)  # the server is gone with its ports
 
 

@@ -1,0 +1,128 @@
+"""Which server gets the next request: least outstanding requests among the healthy ones.
+
+Contract:
+
+* ``parse_urls("a:8001,b:8001")`` (or a list of such strings) gives the distinct addresses in order;
+  an empty list is a ``ValueError``.
+* ``ServerPool(urls, backoff_s)`` keeps, per server, the requests it has outstanding and whether it
+  may be used. ``pick()`` returns the usable server with the fewest outstanding requests (ties taken
+  in turn), its count raised, or None; ``wait_s()`` then says how long until one may be tried.
+* A server whose attempt failed in a way another server could cure (``failed(endpoint)``) is
+  skipped for a cool-down that doubles with each failure in a row (``backoff_s``, at most
+  ``MAX_COOLDOWN_S``), then handed out once with ``must_check`` true: the caller asks it whether it
+  is ready (Triton's readiness, which ``acfd serve`` keeps truthful) and reports ``checked(endpoint,
+  ok)`` before sending anything. A success (``succeeded``) clears its record.
+* The pool is thread-safe; the sync and asyncio clients share it (the checks are theirs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from acfd.clients.errors import backoff_delay
+
+MAX_COOLDOWN_S = 10.0
+
+
+def parse_urls(urls: str | Iterable[str]) -> list[str]:
+    """Distinct ``host:port`` addresses, in order, from a comma-separated string or a list of them."""
+    items = [urls] if isinstance(urls, str) else list(urls)
+    found: list[str] = []
+    for item in items:
+        for url in str(item).split(","):
+            url = url.strip()
+            if url and url not in found:
+                found.append(url)
+    if not found:
+        raise ValueError("no server address given (want host:port, several separated by commas)")
+    return found
+
+
+@dataclass
+class Endpoint:
+    url: str
+    client: Any = None  # the tritonclient of this server (sync or asyncio), made by the client
+    outstanding: int = 0
+    failures: int = 0  # failed attempts in a row
+    down_until: float = 0.0  # time.monotonic() before which it is not used
+    suspect: bool = False  # failed since its last success: ask it whether it is ready before use
+    checking: bool = False
+    answered: int = 0  # attempts that succeeded, for reports
+    failed_attempts: int = 0
+    last_error: str = field(default="")
+
+
+class ServerPool:
+    def __init__(self, urls: str | Iterable[str], backoff_s: float = 0.2):
+        self.endpoints = [Endpoint(url) for url in parse_urls(urls)]
+        self.backoff_s = backoff_s
+        self._turn = 0
+        self._lock = threading.Lock()
+
+    def pick(self) -> Endpoint | None:
+        """The usable server with the fewest outstanding requests (its count raised), or None.
+
+        When the endpoint comes back with ``checking`` set, the caller must ask it whether it is
+        ready and report ``checked`` before sending it anything."""
+        with self._lock:
+            now = time.monotonic()
+            usable = [e for e in self.endpoints if e.down_until <= now and not e.checking]
+            if not usable:
+                return None
+            n = len(self.endpoints)
+            order = {id(e): (i - self._turn) % n for i, e in enumerate(self.endpoints)}
+            best = min(usable, key=lambda e: (e.outstanding, order[id(e)]))  # a suspect one is checked first
+            self._turn = (self.endpoints.index(best) + 1) % n
+            best.outstanding += 1
+            best.checking = best.suspect
+            return best
+
+    def wait_s(self) -> float:
+        """Seconds until some server may be tried again (when ``pick`` found none)."""
+        with self._lock:
+            now = time.monotonic()
+            waits = [e.down_until - now for e in self.endpoints if not e.checking]
+            return max(0.01, min(waits)) if waits else 0.05
+
+    def checked(self, endpoint: Endpoint, ok: bool, why: str = "") -> None:
+        with self._lock:
+            endpoint.checking = False
+            if ok:
+                endpoint.suspect = False
+            else:
+                endpoint.outstanding -= 1
+                self._cool_down(endpoint, why)
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            endpoint.outstanding -= 1
+            endpoint.failures = 0
+            endpoint.suspect = False
+            endpoint.answered += 1
+
+    def failed(self, endpoint: Endpoint, why: str = "") -> None:
+        """An attempt failed in a way another server or a later attempt may cure."""
+        with self._lock:
+            endpoint.outstanding -= 1
+            endpoint.failed_attempts += 1
+            self._cool_down(endpoint, why)
+
+    def released(self, endpoint: Endpoint) -> None:
+        """An attempt ended without saying anything about the server (the caller's own mistake)."""
+        with self._lock:
+            endpoint.outstanding -= 1
+
+    def _cool_down(self, endpoint: Endpoint, why: str) -> None:
+        endpoint.suspect = True
+        endpoint.down_until = time.monotonic() + min(backoff_delay(endpoint.failures, self.backoff_s), MAX_COOLDOWN_S)
+        endpoint.failures += 1
+        endpoint.last_error = why
+
+    def shares(self) -> dict[str, int]:
+        """Attempts each server answered."""
+        with self._lock:
+            return {e.url: e.answered for e in self.endpoints}
