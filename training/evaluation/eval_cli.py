@@ -303,18 +303,9 @@ def _report(args, preset, data_path, result) -> int:
             plot_pr_curve(result["precision"], result["recall"], result["ap"], args.plot, title=preset.name)
         except OSError as err:
             return _fail(f"--plot {args.plot}: cannot write ({err.strerror or err})")
-    if args.errors:
-        code = _write_errors(args, [("", result)], preset.name, quiet=args.json == "-")
-        if code:
-            return code
-    if args.json == "-":
-        print(json.dumps(summary, indent=1))
-        return 0
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
-        except OSError as err:
-            return _fail(f"--json {args.json}: cannot write ({err.strerror or err})")
+    done = _errors_and_json(args, [("", result)], preset.name, summary)
+    if done is not None:
+        return done
     print(f"model: {summary['model']}")
     for line in format_report(result):
         print(line)
@@ -355,18 +346,9 @@ def _report_sources(args, preset, data_path, results) -> int:
             "acfd eval: --plot draws one curve: with several sources use --json and each source's curve",
             file=sys.stderr,
         )
-    if args.errors:
-        code = _write_errors(args, [(name, r) for name, _, r in results], preset.name, quiet=args.json == "-")
-        if code:
-            return code
-    if args.json == "-":
-        print(json.dumps(summary, indent=1))
-        return 0
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
-        except OSError as err:
-            return _fail(f"--json {args.json}: cannot write ({err.strerror or err})")
+    done = _errors_and_json(args, [(name, r) for name, _, r in results], preset.name, summary)
+    if done is not None:
+        return done
     print(f"model: {summary['model']}")
     for name, path, result in results:
         print(f"\n== {name} ({path})")
@@ -385,6 +367,24 @@ def _report_sources(args, preset, data_path, results) -> int:
     )
     print(f"mean mAP@0.5 over {len(aps)} sources: {mean_ap:.4f}")
     return 0
+
+
+def _errors_and_json(args, results, title: str, summary: dict) -> int | None:
+    """``--errors`` and ``--json``: an exit code when the run ends here (the JSON went to stdout, or a
+    write failed), else ``None`` (the report follows)."""
+    if args.errors:
+        code = _write_errors(args, results, title, quiet=args.json == "-")
+        if code:
+            return code
+    if args.json == "-":
+        print(json.dumps(summary, indent=1))
+        return 0
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+        except OSError as err:
+            return _fail(f"--json {args.json}: cannot write ({err.strerror or err})")
+    return None
 
 
 def _write_errors(args, results, title: str, quiet: bool) -> int:
