@@ -34,7 +34,6 @@ from acfd.clients.grpc_client import (
     COMPRESSIONS,
     ClientError,
     DEFAULT_MODEL,
-    DEFAULT_URL,
     DetectorClient,
     DetectOutcome,
     ModelNotReady,
@@ -42,7 +41,7 @@ from acfd.clients.grpc_client import (
     ServerUnavailable,
 )
 
-from acfd.clients.pool import parse_urls
+from acfd.clients.pool import add_url_argument, urls_from_args
 from acfd.inference.image_io import IMAGE_SUFFIXES
 
 
@@ -54,13 +53,7 @@ class ImageJob:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files and/or folders of images")
-    parser.add_argument(
-        "--url",
-        action="append",
-        default=argparse.SUPPRESS,
-        metavar="HOST:PORT",
-        help=f"gRPC address of a Triton server, {DEFAULT_URL} if none; repeat it (or separate by commas) for several",
-    )
+    add_url_argument(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="name of the served ensemble")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write annotated PNGs here")
     parser.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
@@ -126,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"acfd detect: {flag} must be > 0, got {value}", file=sys.stderr)
             return 2
     try:
-        urls = parse_urls(getattr(args, "url", None) or [DEFAULT_URL])
+        urls = urls_from_args(args)
     except ValueError as err:
         print(f"acfd detect: --url: {err}", file=sys.stderr)
         return 2

@@ -31,21 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from acfd.clients.grpc_client import DEFAULT_MODEL, DEFAULT_URL, ClientError, DetectorClient
+from acfd.clients.grpc_client import DEFAULT_MODEL, ClientError, DetectorClient
 from acfd.clients.load_report import InProcessResult
-from acfd.clients.pool import parse_urls
+from acfd.clients.pool import add_url_argument, urls_from_args
 
 PROG = "acfd loadtest"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        action="append",
-        default=argparse.SUPPRESS,
-        metavar="HOST:PORT",
-        help=f"gRPC address of a Triton server, {DEFAULT_URL} if none; repeat it (or separate by commas) for several",
-    )
+    add_url_argument(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="name of the served ensemble")
     parser.add_argument("--concurrency", default="1:16:2", metavar="START:END:STEP", help="concurrency levels to sweep")
     parser.add_argument(
@@ -114,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         levels = parse_concurrency(args.concurrency)
         width, height = _parse_size(args.size)
         _check_positive(args)
-        urls = parse_urls(getattr(args, "url", None) or [DEFAULT_URL])
+        urls = urls_from_args(args)
     except ValueError as err:
         return _fail(str(err))
     if len(urls) > 1:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acfd.clients.errors import backoff_delay
+from acfd.clients.request import DEFAULT_URL
 
 MAX_COOLDOWN_S = 10.0
 
@@ -40,6 +41,24 @@ def parse_urls(urls: str | Iterable[str]) -> list[str]:
     if not found:
         raise ValueError("no server address given (want host:port, several separated by commas)")
     return found
+
+
+def add_url_argument(parser) -> None:
+    """``--url`` of ``acfd detect`` and ``acfd loadtest``: one or several servers (read with ``urls_from_args``)."""
+    import argparse
+
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="HOST:PORT",
+        help=f"gRPC address of a Triton server, {DEFAULT_URL} if none; repeat it (or separate by commas) for several",
+    )
+
+
+def urls_from_args(args) -> list[str]:
+    """The servers named by ``--url`` (``DEFAULT_URL`` when none); ``ValueError`` when the flag is empty."""
+    return parse_urls(getattr(args, "url", None) or [DEFAULT_URL])
 
 
 @dataclass
