@@ -2,7 +2,7 @@
 stub process is killed (SIGKILL, what the out-of-memory killer does) every FAULT_EVERY seconds.
 
     .venv/bin/python benchmarks/soak_faults.py OUT [--minutes 10] [--concurrency 8] [--fault-every 60]
-        [--weights acfd/weights/acfd_mid_icartoonface.pt] [--images 16] [--seed 0]
+        [--weights acfd/weights/acfd_mid_icartoonface.pt] [--images 16] [--seed 0] [--recycle-above MB | --no-recycle]
 
 1. ``acfd export`` the weights (the embedded model by default) and ``acfd repo`` its default
    repository into ``OUT`` (kept and reused when already there);
@@ -11,8 +11,10 @@ stub process is killed (SIGKILL, what the out-of-memory killer does) every FAULT
 3. for ``--minutes``: ``--concurrency`` client workers (``DetectorClient``, its default retries and
    deadline) send the scenes in a closed loop; every ``--fault-every`` s (the first after half of
    it) one stub of a model drawn at random is killed, and Triton's ``/v2/health/ready`` is polled
-   every 0.1 s to time the fault until ready again; the RSS of the server and its stubs is sampled
-   every 5 s;
+   every 0.1 s to time the fault until ready again; the RSS of the server and its stubs, and the
+   shared memory of dead stubs the server still maps, are sampled every 5 s. The watchdog runs with
+   ``acfd serve``'s defaults: past ``--recycle-above`` MB of such orphaned memory a repair restarts
+   the server instead of reloading one model (``--no-recycle``: never, to see the memory grow);
 4. write ``OUT/soak.json`` (requests sent, answered, failed after the client's retries, answers
    that differ from the reference, retries, every fault with its recovery time, RSS over time) and
    ``OUT/soak.png`` (answers per second, recovery times, RSS), and print the summary.
@@ -49,9 +51,10 @@ def build_repository(weights: Path, out: Path) -> Path:
     return repo
 
 
-def rss_mb(server_pid: int) -> dict[str, float]:
-    """Resident memory of the server process and of its stub processes, in MB."""
-    from acfd.serving.stubs import stub_processes
+def rss_mb(server_pid: int, shm_prefix: str = "") -> dict[str, float]:
+    """Resident memory of the server process and of its stub processes, in MB; of the server's, how
+    much is shared memory of stubs that died."""
+    from acfd.serving.stubs import orphaned_regions, stub_processes
 
     def rss(pid: int) -> float:
         try:
@@ -64,7 +67,14 @@ def rss_mb(server_pid: int) -> dict[str, float]:
 
     stubs = stub_processes(server_pid)
     server, members = rss(server_pid), sum(rss(s.pid) for s in stubs)
-    return {"server_mb": server, "stubs_mb": members, "total_mb": server + members, "stub_count": len(stubs)}
+    orphaned = sum(orphaned_regions(server_pid, shm_prefix).values()) / 2**20
+    return {
+        "server_mb": server,
+        "stubs_mb": members,
+        "total_mb": server + members,
+        "stub_count": len(stubs),
+        "orphaned_shm_mb": orphaned,
+    }
 
 
 def ready(http_url: str) -> bool:
@@ -124,7 +134,7 @@ def soak(args: argparse.Namespace) -> dict:
     from acfd.clients.load_generator import run_load
     from acfd.scenes.synth import scene_png
     from acfd.serving.server import ServerConfig, TritonServer, free_port
-    from acfd.serving.watchdog import Watchdog
+    from acfd.serving.watchdog import Watchdog, WatchdogConfig
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +147,11 @@ def soak(args: argparse.Namespace) -> dict:
                           log_file=out / "tritonserver.log")  # fmt: skip
     server = TritonServer(config).start()
     repairs_log = []
-    watchdog = Watchdog(server, log=lambda line: (repairs_log.append(line), print(f"watchdog: {line}", flush=True)))
+    watchdog = Watchdog(
+        server,
+        WatchdogConfig(recycle_orphaned_mb=None if args.no_recycle else args.recycle_above),
+        log=lambda line: (repairs_log.append(line), print(f"watchdog: {line}", flush=True)),
+    )
     watchdog.start()
     images = [scene_png(np.random.default_rng((args.seed, i)), 640, 384) for i in range(args.images)]
     rss: list[dict] = []
@@ -145,14 +159,15 @@ def soak(args: argparse.Namespace) -> dict:
     try:
         with DetectorClient(server.grpc_url) as client:
             reference = client.detect_many(images, concurrency=2)
-            started = time.monotonic()
+            started, started_at = time.monotonic(), time.time()
             faults = FaultInjector(server, sorted(watchdog.served.stub_counts), args.fault_every, args.seed,
                                    started, stop)  # fmt: skip
 
             def sample_rss() -> None:
                 while not stop.is_set():
                     if server.is_running():
-                        rss.append({"t_s": round(time.monotonic() - started, 1), **rss_mb(server.pid)})
+                        rss.append({"t_s": round(time.monotonic() - started, 1),
+                                    **rss_mb(server.pid, server.shm_prefix)})  # fmt: skip
                     stop.wait(5.0)
 
             sampler = threading.Thread(target=sample_rss, daemon=True)
@@ -176,7 +191,9 @@ def soak(args: argparse.Namespace) -> dict:
             "images": args.images,
             "weights": str(args.weights),
             "seed": args.seed,
+            "recycle_above_mb": None if args.no_recycle else args.recycle_above,
         },  # fmt: skip
+        "started_at": started_at,
         "sent": len(sent),
         "answered": answered,
         "failed_after_retries": len(sent) - answered,
@@ -225,15 +242,28 @@ def plot(result: dict, path: Path) -> Path:
     ax_r.set_ylabel("kill to ready again (s)")
     ax_r.legend()
     t = [r["t_s"] for r in result["rss"]]
-    for key, label in (("total_mb", "server + stubs"), ("server_mb", "tritonserver"), ("stubs_mb", "stubs")):
-        ax_m.plot(t, [r[key] for r in result["rss"]], label=label)
-    ax_m.set_xlabel("seconds")
+    for key, label in (
+        ("total_mb", "server + stubs"),
+        ("server_mb", "tritonserver"),
+        ("stubs_mb", "stubs"),
+        ("orphaned_shm_mb", "tritonserver: dead stubs' shared memory"),
+    ):
+        ax_m.plot(t, [r.get(key, 0.0) for r in result["rss"]], label=label)
+    for restart in server_restarts(result):
+        ax_m.axvline(restart, color="tab:gray", ls=":", lw=1)
+    ax_m.set_xlabel("seconds (dotted: tritonserver restarted to give memory back)")
     ax_m.set_ylabel("RSS (MB)")
     ax_m.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def server_restarts(result: dict) -> list[float]:
+    """Seconds into the run at which the watchdog restarted the whole server."""
+    start = result.get("started_at", 0.0)
+    return [round(r["at"] - start, 1) for r in result["repairs"] if r["what"] == "tritonserver"]
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -263,6 +293,14 @@ def summary_lines(result: dict) -> list[str]:
             f"  RSS server + stubs (all {most} stubs up) after warm-up: {min(warm):.0f}-{max(warm):.0f} MB, "
             f"first {rss[0]:.0f} MB, last {rss[-1]:.0f} MB"
         )
+        server = [r["server_mb"] for r in result["rss"] if r["stub_count"] == most]
+        server_warm = server[len(server) // 5 :] or server
+        lines.append(
+            f"  tritonserver RSS after warm-up: {min(server_warm):.0f}-{max(server_warm):.0f} MB "
+            f"(first {server[0]:.0f}, last {server[-1]:.0f}); dead stubs' shared memory at most "
+            f"{max(r.get('orphaned_shm_mb', 0.0) for r in result['rss']):.0f} MB; server restarted to give it back "
+            f"{len(server_restarts(result))} times (recycle above {result['config']['recycle_above_mb']} MB)"
+        )
     return lines
 
 
@@ -275,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--images", type=int, default=16, help="generated 640x384 scenes sent in turn")
     parser.add_argument("--seed", type=int, default=0)
+    from acfd.serving.watchdog import WatchdogConfig
+
+    recycle = parser.add_mutually_exclusive_group()
+    recycle.add_argument("--recycle-above", type=float, default=WatchdogConfig().recycle_orphaned_mb, metavar="MB",
+                         help="as acfd serve --recycle-above")  # fmt: skip
+    recycle.add_argument("--no-recycle", action="store_true", help="never restart the server to give memory back")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.concurrency < 1 or args.fault_every <= 0 or args.images < 1:
         print("soak_faults: --minutes, --fault-every > 0, --concurrency, --images >= 1", file=sys.stderr)

@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a probe unanswered this long, with a model completing nothing, means that model hangs "
         "(keep it above the slowest batch the detector runs)",
     )
+    parser.add_argument(
+        "--recycle-above",
+        type=float,
+        default=defaults.recycle_orphaned_mb,
+        metavar="MB",
+        help="shared memory of crashed stubs the server may hold before a repair restarts the whole server "
+        "instead of reloading one model (each crash leaves 5-30 MB behind; 0: at every repair)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         if value <= 0:
             print(f"acfd serve: {flag} must be > 0, got {value}", file=sys.stderr)
             return 2
+    if args.recycle_above < 0:
+        print(f"acfd serve: --recycle-above must be >= 0 MB, got {args.recycle_above}", file=sys.stderr)
+        return 2
     watch = not args.no_watchdog
     config = ServerConfig(
         model_repository=Path(args.model_repository),
@@ -93,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     server = TritonServer(config)
     watchdog = Watchdog(
         server,
-        WatchdogConfig(probe_every_s=args.probe_every, hang_timeout_s=args.hang_timeout),
+        WatchdogConfig(
+            probe_every_s=args.probe_every, hang_timeout_s=args.hang_timeout, recycle_orphaned_mb=args.recycle_above
+        ),
         log=lambda line: print(f"acfd serve: {line}", flush=True),
     )
     health = None

@@ -327,6 +327,11 @@ class TritonServer:
         return explain_failure(list(self._log_tail), exit_code, self.config, self._log_path)
 
     @property
+    def shm_prefix(self) -> str:
+        """The name prefix of this server's python-backend regions in /dev/shm ("" before start)."""
+        return self._shm_prefix or ""
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 

@@ -22,7 +22,17 @@ requests a hung or frozen stub holds then fail at once, and the clients retry th
 answer false), ``load`` it (Triton loads the ensemble again with it), and a probe must pass before
 it counts as back. One line is logged per repair (``<model>: <cause>; reloaded, back in service in
 S s``). An unload that waits on a stub killed in the middle of a request may never finish (seen
-with Triton 2.51); the load does not wait for it. A model that cannot be loaded again within
+with Triton 2.51); the load does not wait for it.
+
+A killed stub leaves its shared-memory region mapped in the server for good (Triton 2.51; a clean
+unload frees it): 5-30 MB of resident memory per crash, which only a new server process gives back.
+The watchdog counts those orphaned regions (``acfd.serving.stubs.orphaned_regions``); once they hold
+more than ``recycle_orphaned_mb``, the next repair restarts the whole server instead of reloading one
+model (a few seconds more out of service, at a moment when the server is out of service anyway), so
+the server's memory stays bounded however many crashes it lives through. Such a planned restart does
+not count towards ``max_restarts``.
+
+A model that cannot be loaded again within
 ``give_up_s`` gets the whole server restarted; more than ``max_restarts`` restarts within
 ``restart_window_s`` and the watchdog gives up: it stops reporting live, and ``run()`` returns 1
 (``acfd serve`` exits, and an orchestrator restarts it).
@@ -53,7 +63,7 @@ from acfd.serving.probe import (
     stuck_member,
 )
 from acfd.serving.server import ServerError, TritonServer
-from acfd.serving.stubs import kill_stubs, stub_processes
+from acfd.serving.stubs import kill_stubs, orphaned_regions, stub_processes
 
 SERVER = "tritonserver"
 
@@ -67,6 +77,10 @@ class WatchdogConfig:
     give_up_s: float = 60.0  # a model not back after this long: restart the whole server
     max_restarts: int = 3  # server restarts allowed within restart_window_s before giving up
     restart_window_s: float = 600.0
+    # Orphaned shared memory (regions of killed stubs) the server may hold before a repair restarts
+    # it instead of reloading one model; None: never.
+    recycle_orphaned_mb: float | None = 64.0
+    recycle_grace_s: float = 2.0  # such a restart gives in-flight requests this long before SIGKILL
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,7 @@ class RepairError(RuntimeError):
     """One repair attempt failed; the message is one line."""
 
 
+ORPHANED_EVERY_S = 5.0  # how often the orphaned shared memory is counted for health()
 UNLOAD_WAIT_S = 0.2  # the unload has started by then (a clean one ends within about a second)
 
 
@@ -113,6 +128,7 @@ class Watchdog:
         self._reason = "starting"
         self._gave_up: str | None = None
         self._last_tick = time.monotonic()
+        self._orphaned_mb, self._orphaned_read = 0.0, 0.0
         self._busy_until = 0.0  # a long action (load, restart) is allowed to run until then
         self._restarts: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
@@ -136,8 +152,17 @@ class Watchdog:
                 "live_reason": why,
                 "ready": ready and live,
                 "ready_reason": "ok" if ready and live else (reason if live else why),
+                "orphaned_shm_mb": round(self._orphaned_mb, 1),  # as of the last look (every 5 s)
                 "repairs": [asdict(r) for r in self.repairs],
             }
+
+    def orphaned_mb(self) -> float:
+        """MB of shared memory that the server keeps mapped for stubs that died (0 when it is not running)."""
+        mb = 0.0
+        if self.server.is_running():
+            mb = sum(orphaned_regions(self.server.pid, self.server.shm_prefix).values()) / 2**20
+        self._orphaned_mb, self._orphaned_read = mb, time.monotonic()
+        return mb
 
     @property
     def ready(self) -> bool:
@@ -198,6 +223,8 @@ class Watchdog:
                 reason = self.server.failure_reason(code)
             self._restart(reason)
             return
+        if self._last_tick - self._orphaned_read > ORPHANED_EVERY_S:
+            self.orphaned_mb()
         broken = self._scan()
         if not broken:
             broken = self._look_at_probe()
@@ -294,6 +321,14 @@ class Watchdog:
     def _repair(self, model: str, cause: str) -> None:
         from tritonclient.utils import InferenceServerException
 
+        limit = self.config.recycle_orphaned_mb
+        if limit is not None and (orphaned := self.orphaned_mb()) > limit:
+            self._restart(
+                f"{model}: {cause}, and {SERVER} holds {orphaned:.0f} MB of dead stubs' shared memory "
+                f"(limit {limit:g} MB): a new server process instead of a reload",
+                planned=True,
+            )
+            return
         started, at = time.monotonic(), time.time()
         self._not_ready(f"repairing {model}: {cause}")
         attempt = 0
@@ -364,13 +399,15 @@ class Watchdog:
         self._next_probe = time.monotonic() + self.config.probe_every_s
         self._scan()  # the new stubs are the ones to watch
 
-    def _restart(self, reason: str) -> None:
-        """Stop and start the whole server; ``reason`` is a sentence saying why."""
+    def _restart(self, reason: str, planned: bool = False) -> None:
+        """Stop and start the whole server; ``reason`` is a sentence saying why. A ``planned`` restart
+        (memory given back) is quick to stop and does not count towards ``max_restarts``."""
         now, at = time.monotonic(), time.time()
         self._not_ready(f"restarting {SERVER}: {reason}")
         while self._restarts and now - self._restarts[0] > self.config.restart_window_s:
             self._restarts.popleft()
-        self._restarts.append(now)
+        if not planned:
+            self._restarts.append(now)
         if len(self._restarts) > self.config.max_restarts:
             with self._lock:
                 self._gave_up = (
@@ -380,7 +417,7 @@ class Watchdog:
             self.log(self._gave_up)
             return
         self._busy_until = now + self.server.config.startup_timeout_s + 60
-        self.server.stop()
+        self.server.stop(timeout_s=self.config.recycle_grace_s if planned else None)
         try:
             self.server.start()
             self.attach()

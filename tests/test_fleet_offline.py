@@ -5,9 +5,14 @@ endpoints. (On the real server: tests/serving/test_recovery.py and test_fleet.py
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -18,7 +23,7 @@ from acfd.clients.errors import DetectTimeout, InvalidRequest, ServerFault, infe
 from acfd.clients.grpc_client import DetectorClient
 from acfd.clients.pool import ServerPool, parse_urls
 from acfd.serving.probe import Counters, ServedModel, failing_member, stuck_member
-from acfd.serving.stubs import parse_stub_command
+from acfd.serving.stubs import orphaned_regions, parse_stub_command, shm_mappings, stub_processes
 from fake_triton import FakeTriton
 
 ANSWER = [Detection(FakeTriton.BOX, pytest.approx(0.75))]
@@ -194,8 +199,53 @@ def test_stub_command_lines_name_the_model_and_instance():
         "/tmp/w/backends/python/triton_python_backend_stub", "/srv/repo/detector/1/model.py",
         "acfd_1_x_3f2e", "1048576", "1048576", "4242", "/tmp/w/backends/python", "336", "detector_0_0", "DEFAULT",
     ]  # fmt: skip
-    assert parse_stub_command(argv) == ("detector", "detector_0_0")
+    assert parse_stub_command(argv) == ("detector", "detector_0_0", "acfd_1_x_3f2e")
     assert parse_stub_command(["/usr/bin/python3", "-c", "pass", "x"]) is None
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_orphaned_regions_are_the_mapped_ones_no_live_stub_uses(tmp_path):
+    """This process plays the server: it maps two regions in /dev/shm; a child started as a stub
+    (its command line as Triton starts one) uses the first. The second is orphaned; once the stub is
+    killed, both are, with the bytes this process touched in each."""
+    prefix = f"acfd_test_{os.getpid()}_"
+    names = [prefix + "a", prefix + "b"]
+    maps = []
+    stub_link = tmp_path / "triton_python_backend_stub"
+    stub_link.symlink_to(sys.executable)
+    model_py = tmp_path / "repo" / "detector" / "1" / "model.py"
+    model_py.parent.mkdir(parents=True)
+    model_py.write_text("import time\ntime.sleep(60)\n")
+    stub = None
+    try:
+        for name, pages in zip(names, (2, 3)):
+            with open(f"/dev/shm/{name}", "w+b") as f:
+                f.truncate(16 * 4096)
+                region = mmap.mmap(f.fileno(), 16 * 4096)
+            region[: pages * 4096] = b"x" * (pages * 4096)  # resident: the pages touched
+            maps.append(region)
+        argv = [str(stub_link), str(model_py), names[0], "1048576", "1048576", str(os.getpid()), "/x", "336",
+                "detector_0_0", "DEFAULT"]  # fmt: skip
+        stub = subprocess.Popen(argv)
+        deadline = time.monotonic() + 10
+        while not stub_processes(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(s.model, s.instance, s.region) for s in stub_processes(os.getpid())] == [
+            ("detector", "detector_0_0", names[0])
+        ]
+        assert shm_mappings(os.getpid())[names[1]] == 3 * 4096
+        assert orphaned_regions(os.getpid(), prefix) == {names[1]: 3 * 4096}
+        stub.kill()
+        stub.wait()
+        assert orphaned_regions(os.getpid(), prefix) == {names[0]: 2 * 4096, names[1]: 3 * 4096}
+        assert orphaned_regions(os.getpid(), "someone_else_") == {}
+    finally:
+        if stub is not None and stub.poll() is None:
+            stub.kill()
+        for region in maps:
+            region.close()
+        for name in names:
+            Path(f"/dev/shm/{name}").unlink(missing_ok=True)
 
 
 # ---- the health endpoints -----------------------------------------------------------------------
