@@ -29,13 +29,12 @@ from acfd.clients.errors import (
     ServerUnavailable,
     backoff_delay,
     control_retryable,
-    inference_retryable,
     not_ready_reason,
     one_line,
     translate_error,
 )
 from acfd.clients.grpc_client import CHECK_RETRIES, ClientOptions
-from acfd.clients.pool import Endpoint
+from acfd.clients.pool import Attempts, Endpoint
 from acfd.clients.request import (
     DEFAULT_MODEL,
     DEFAULT_URL,
@@ -186,21 +185,14 @@ class AsyncDetectorClient(ClientOptions):
         """(result, url, attempts), as ``DetectorClient._infer_retrying``."""
         from tritonclient.utils import InferenceServerException
 
-        started, attempts, last = time.monotonic(), 0, None
+        attempts = Attempts(self.pool, self.retries, self.deadline_s, self._no_server)
         while True:
-            endpoint = self.pool.pick()
-            if endpoint is not None and endpoint.checking:
-                ok, why = await self._ready_now(endpoint)
-                self.pool.checked(endpoint, ok, why)
-                if not ok:
-                    continue
-            if endpoint is None:
-                wait = self.pool.wait_s()
-                if time.monotonic() + wait - started > self.deadline_s:
-                    raise self._no_server(last, attempts, started)
-                await asyncio.sleep(wait)
+            endpoint = attempts.pick()
+            if isinstance(endpoint, float):
+                await asyncio.sleep(endpoint)
                 continue
-            attempts += 1
+            if endpoint.checking and not attempts.checked(endpoint, *await self._ready_now(endpoint)):
+                continue
             try:
                 result = await self._infer_once(endpoint, inputs, outputs, timeout, source)
             except (InferenceServerException, DetectTimeout) as raw:
@@ -209,16 +201,9 @@ class AsyncDetectorClient(ClientOptions):
                     if isinstance(raw, DetectTimeout)
                     else translate_error(raw, url=endpoint.url, model=self.model, source=source, timeout_s=timeout)
                 )
-                if not inference_retryable(raw):
-                    self.pool.released(endpoint)
-                    raise err from None
-                self.pool.failed(endpoint, str(err))
-                last = err
-                if attempts > self.retries or time.monotonic() - started > self.deadline_s:
-                    raise self._no_server(last, attempts, started) from None
+                attempts.failed(endpoint, raw, err)
                 continue
-            self.pool.succeeded(endpoint)
-            return result, endpoint.url, attempts
+            return result, endpoint.url, attempts.succeeded(endpoint)
 
     async def _infer_once(self, endpoint: Endpoint, inputs: list, outputs: list, timeout: float, source: str):
         call = asyncio.ensure_future(

@@ -67,7 +67,7 @@ from acfd.clients.errors import (  # noqa: F401 (re-exported: the client's publi
     status_of,
     translate_error,
 )
-from acfd.clients.pool import Endpoint, ServerPool
+from acfd.clients.pool import Attempts, Endpoint, ServerPool
 from acfd.clients.request import (  # noqa: F401 (re-exported)
     BOXES_NAME,
     COMPRESSIONS,
@@ -286,35 +286,21 @@ class DetectorClient(ClientOptions):
         """(result, url, attempts): attempts on the least busy ready server until one succeeds."""
         from tritonclient.utils import InferenceServerException
 
-        started, attempts, last = time.monotonic(), 0, None
+        attempts = Attempts(self.pool, self.retries, self.deadline_s, self._no_server)
         while True:
-            endpoint = self.pool.pick()
-            if endpoint is not None and endpoint.checking:  # it failed before: is it ready again?
-                ok, why = self._ready_now(endpoint)
-                self.pool.checked(endpoint, ok, why)
-                if not ok:
-                    continue
-            if endpoint is None:
-                wait = self.pool.wait_s()
-                if time.monotonic() + wait - started > self.deadline_s:
-                    raise self._no_server(last, attempts, started)
-                time.sleep(wait)
+            endpoint = attempts.pick()
+            if isinstance(endpoint, float):
+                time.sleep(endpoint)
                 continue
-            attempts += 1
+            if endpoint.checking and not attempts.checked(endpoint, *self._ready_now(endpoint)):
+                continue  # it failed before and is not ready yet
             try:
                 result = self._infer_once(endpoint, inputs, outputs, timeout, source)
             except (InferenceServerException, DetectTimeout) as raw:
                 err = raw if isinstance(raw, DetectTimeout) else self._translate(raw, endpoint.url, source, timeout)
-                if not inference_retryable(raw):
-                    self.pool.released(endpoint)
-                    raise err from None
-                self.pool.failed(endpoint, str(err))
-                last = err
-                if attempts > self.retries or time.monotonic() - started > self.deadline_s:
-                    raise self._no_server(last, attempts, started) from None
+                attempts.failed(endpoint, raw, err)
                 continue
-            self.pool.succeeded(endpoint)
-            return result, endpoint.url, attempts
+            return result, endpoint.url, attempts.succeeded(endpoint)
 
     def _translate(self, err: Exception, url: str, source: str, timeout_s: float) -> ClientError:
         return translate_error(err, url=url, model=self.model, source=source, timeout_s=timeout_s)

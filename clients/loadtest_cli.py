@@ -125,12 +125,10 @@ def run(args: argparse.Namespace) -> int:
     except ClientError as err:
         return _fail(str(err))
 
-    out: Path = args.out
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return _fail(f"--out {out}: cannot create the folder ({err.strerror or err})")
-    images = generate_images(args.images, width, height, args.seed)
+        out, images = _out_and_images(args, width, height)
+    except ValueError as err:
+        return _fail(str(err))
     input_data = write_input_data(out / "input_data.json", images)
     window_args = ("--measurement-mode", "count_windows", "--measurement-request-count", str(args.min_requests))
     settings = SweepSettings(
@@ -179,12 +177,10 @@ def run_over_servers(args: argparse.Namespace, urls: list[str], levels: list[int
 
     from acfd.clients.load_generator import level_result, run_load
 
-    out: Path = args.out
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return _fail(f"--out {out}: cannot create the folder ({err.strerror or err})")
-    images = generate_images(args.images, width, height, args.seed)
+        out, images = _out_and_images(args, width, height)
+    except ValueError as err:
+        return _fail(str(err))
     results, failed, shares = [], 0, {url: 0 for url in urls}
     try:
         with DetectorClient(urls, model=args.model, timeout_s=30.0) as client:
@@ -248,6 +244,16 @@ def _finish(args, engine_url, out, images, results, levels, failed, header, meta
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if len(results) == len(levels) else 1
+
+
+def _out_and_images(args: argparse.Namespace, width: int, height: int) -> tuple[Path, list[bytes]]:
+    """The ``--out`` folder, made, and the generated scenes to send; ValueError when the folder cannot be made."""
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot create the folder ({err.strerror or err})") from None
+    return out, generate_images(args.images, width, height, args.seed)
 
 
 def generate_images(count: int, width: int, height: int, seed: int) -> list[bytes]:

@@ -13,17 +13,20 @@ Contract:
   is ready (Triton's readiness, which ``acfd serve`` keeps truthful) and reports ``checked(endpoint,
   ok)`` before sending anything. A success (``succeeded``) clears its record.
 * The pool is thread-safe; the sync and asyncio clients share it (the checks are theirs).
+* ``Attempts`` is the retry rule of one image over the pool, the same for both clients and free of
+  their I/O: what is retried (``inference_retryable``), how often (``retries``) and for how long
+  (``deadline_s``), and the error given up with.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from acfd.clients.errors import backoff_delay
+from acfd.clients.errors import ClientError, backoff_delay, inference_retryable
 from acfd.clients.request import DEFAULT_URL
 
 MAX_COOLDOWN_S = 10.0
@@ -145,3 +148,68 @@ class ServerPool:
         """Attempts each server answered."""
         with self._lock:
             return {e.url: e.answered for e in self.endpoints}
+
+
+class Attempts:
+    """The attempts of one request over ``pool``; the caller does the I/O::
+
+        attempts = Attempts(pool, retries, deadline_s, give_up)
+        while True:
+            endpoint = attempts.pick()            # an Endpoint, or seconds to wait first
+            if isinstance(endpoint, float):
+                sleep(endpoint); continue
+            if endpoint.checking and not attempts.checked(endpoint, *ask_ready(endpoint)):
+                continue
+            try: result = send(endpoint)
+            except <the call's errors> as raw:
+                attempts.failed(endpoint, raw, <raw as a ClientError>); continue
+            return result, attempts.succeeded(endpoint)
+
+    ``failed`` raises the error to give up with: at once for a caller's mistake, and once
+    ``retries`` are spent or ``deadline_s`` has passed for what a retry may cure; ``give_up(last
+    error or None, attempts, started)`` words the latter. ``pick`` raises it too when no server can
+    be tried before the deadline.
+    """
+
+    def __init__(
+        self,
+        pool: ServerPool,
+        retries: int,
+        deadline_s: float,
+        give_up: Callable[[ClientError | None, int, float], ClientError],
+    ):
+        self.pool, self.retries, self.deadline_s, self.give_up = pool, retries, deadline_s, give_up
+        self.started = time.monotonic()
+        self.count = 0  # requests sent
+        self.last: ClientError | None = None
+
+    def pick(self) -> Endpoint | float:
+        endpoint = self.pool.pick()
+        if endpoint is not None:
+            return endpoint
+        wait = self.pool.wait_s()
+        if time.monotonic() + wait - self.started > self.deadline_s:
+            raise self.give_up(self.last, self.count, self.started)
+        return wait
+
+    def checked(self, endpoint: Endpoint, ok: bool, why: str = "") -> bool:
+        """Report the readiness check of a ``checking`` endpoint; whether to send to it."""
+        self.pool.checked(endpoint, ok, why)
+        return ok
+
+    def failed(self, endpoint: Endpoint, raw: Exception, error: ClientError) -> None:
+        """A sent request failed with ``raw`` (``error`` says it to the caller): raise, or return to retry."""
+        self.count += 1
+        if not inference_retryable(raw):
+            self.pool.released(endpoint)
+            raise error from None
+        self.pool.failed(endpoint, str(error))
+        self.last = error
+        if self.count > self.retries or time.monotonic() - self.started > self.deadline_s:
+            raise self.give_up(self.last, self.count, self.started) from None
+
+    def succeeded(self, endpoint: Endpoint) -> int:
+        """A sent request was answered; the number of requests sent."""
+        self.count += 1
+        self.pool.succeeded(endpoint)
+        return self.count

@@ -11,6 +11,8 @@ threads while the server was busy).
 import os
 import shutil
 
+import pytest
+
 if not shutil.which("nvidia-smi"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -18,3 +20,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402  (after the environment above)
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def torch_one_thread():
+    """Every test starts single-threaded, whatever the test before it set (``train`` applies ``--threads``)."""
+    torch.set_num_threads(1)
+    yield

@@ -24,14 +24,6 @@ from acfd.training.data.sources import (
 from acfd.training.trainer import TrainOptions, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def two_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("sources")

@@ -17,15 +17,6 @@ from acfd.training.trainer import TrainOptions, train
 SIZE = "128"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # 2 cores shared by several test processes: one intra-op thread is many times faster than two
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenes")

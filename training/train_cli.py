@@ -7,7 +7,7 @@ Writes ``RUN/last.pt`` (every epoch), ``RUN/best.pt`` (best validation mAP@0.5, 
 ``RUN/metrics.csv``, ``RUN/curves.png``, ``RUN/command.txt`` and ``RUN/config.yaml``. Exit codes:
 0 done, 2 a usage or data problem (one line on stderr), 3 stopped on a non-finite loss.
 
-The flags are made from the fields of ``acfd.training.trainer.TrainOptions`` (help, default, choices
+The flags are made from the fields of ``acfd.training.options.TrainOptions`` (help, default, choices
 written once there); defaults that come from the preset are shown from the loaded preset.
 """
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     import typing
 
     from acfd.training.config import load_preset
-    from acfd.training.trainer import TrainOptions
+    from acfd.training.options import TrainOptions
 
     hints = typing.get_type_hints(TrainOptions)
     preset = None
@@ -75,7 +75,7 @@ def options_from_args(args: argparse.Namespace):
     """``TrainOptions`` from parsed flags: every field that has a flag, lists as tuples."""
     import torch
 
-    from acfd.training.trainer import TrainOptions
+    from acfd.training.options import TrainOptions
 
     given = vars(args)
     values = {f.name: given[f.name] for f in dataclasses.fields(TrainOptions) if f.name in given}
