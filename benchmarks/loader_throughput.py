@@ -12,8 +12,11 @@ over the same ``--images`` samples (a fixed stride through the training records)
 ``augment``     ``DetectionDataset.__getitem__`` with mosaic off: decode, colour distortion, expand/crop
                 or anchor-scale tiling, flip, resize, ``normalize`` to float32 CHW (what a worker hands over);
 ``full``        the same with the preset's ``mosaic_prob`` (a mosaic decodes and augments four images);
-``cached``      ``full`` with every image decoded once beforehand and kept in memory (the remedy if
-                decoding is what limits the feed: the decode share of ``full`` disappears).
+``uint8``       ``full`` handing over uint8 HWC instead (``DetectionDataset(uint8=True)``, what a CUDA run's
+                workers do: ``batch_on_device`` normalises on the GPU);
+``cached``      ``full`` with every image decoded once beforehand and kept in memory
+                (``acfd train --cache-images``: the decode share of ``full`` disappears);
+``uint8_cached`` both: what ``scripts/gpu_trip.py`` trains with.
 
 Projection: the per-core rate of ``full`` (and ``cached``) times ``--workers``, beside the GPU's
 training step rate from the preset's GFLOPs at the size (``acfd.training.info.describe``): a training
@@ -72,28 +75,16 @@ def measure(records, preset_name: str, size: int, count: int, seed: int = 0) -> 
     out["augment"] = rate(plain.__getitem__)
     full = DetectionDataset(records, train=True, size=size, seed=seed, augment_config=cfg, mosaic_prob=mosaic)
     out["full"] = rate(full.__getitem__) if mosaic > 0 else out["augment"]
-    # decode once into memory: every image a mosaic of the picks can draw is loaded beforehand
-    cache: dict[int, tuple] = {}
-    load = full._load
-
-    def cached_load(index: int):
-        if index not in cache:
-            cache[index] = load(index)
-        a, b, c = cache[index]
-        return a, b, c
-
-    import numpy as np
-
-    needed = set(picks)
-    for i in picks:  # the same draws __getitem__ makes: the mosaic partners of each pick
-        rng = np.random.default_rng([seed, 0, i])
-        if mosaic > 0 and rng.random() < mosaic:
-            needed.update(int(j) for j in rng.integers(0, len(records), size=3))
-    for i in needed:
-        cached_load(i)
-    full._load = cached_load
+    as_bytes = DetectionDataset(
+        records, train=True, size=size, seed=seed, augment_config=cfg, mosaic_prob=mosaic, uint8=True
+    )
+    out["uint8"] = rate(as_bytes.__getitem__)
+    # decode once into memory (DetectionDataset.preload, acfd train --cache-images)
+    held = full.preload(threads=1)
     out["cached"] = rate(full.__getitem__)
-    out["cached_mb_per_image"] = round(sum(v[0].nbytes for v in cache.values()) / len(cache) / 1e6, 3)
+    as_bytes._decoded = full._decoded
+    out["uint8_cached"] = rate(as_bytes.__getitem__)
+    out["cached_mb_per_image"] = round(held / len(records) / 1e6, 3)
     return out
 
 
@@ -102,7 +93,7 @@ def project(row: dict, workers: int, tflops: float) -> dict:
 
     gflops = describe(row["preset"], row["size"], row["size"])["gflops"]
     step = {f"mfu_{int(m * 100)}": round(m * tflops * 1e3 / (3 * gflops), 0) for m in (1.0, 0.3, 0.1)}
-    feed = {k: round(row[k] * workers, 1) for k in ("decode", "augment", "full", "cached")}
+    feed = {k: round(row[k] * workers, 1) for k in ("decode", "augment", "full", "uint8", "cached", "uint8_cached")}
     return {"workers": workers, "tflops": tflops, "gflops_forward": gflops, "gpu_images_per_s": step, "feed": feed}
 
 
@@ -128,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         p = row["projection"]
         print(
             f"{row['preset']} at {size}: per core decode {row['decode']}, augment {row['augment']}, "
-            f"full (mosaic {row['mosaic_prob']}) {row['full']}, cached {row['cached']} images/s; "
-            f"x{args.workers}: full {p['feed']['full']}, cached {p['feed']['cached']} images/s; "
+            f"full (mosaic {row['mosaic_prob']}) {row['full']}, uint8 {row['uint8']}, cached {row['cached']}, "
+            f"uint8 + cached {row['uint8_cached']} images/s; x{args.workers}: full {p['feed']['full']}, "
+            f"uint8 {p['feed']['uint8']}, cached {p['feed']['cached']}, uint8 + cached {p['feed']['uint8_cached']} "
+            "images/s; "
             f"GPU at {p['gflops_forward']} GFLOPs: {p['gpu_images_per_s']} images/s",
             flush=True,
         )

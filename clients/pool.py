@@ -9,7 +9,8 @@ Contract:
   in turn), its count raised, or None; ``wait_s()`` then says how long until one may be tried.
 * A server whose attempt failed in a way another server could cure (``failed(endpoint)``) is
   skipped for a cool-down that doubles with each failure in a row (``backoff_s``, at most
-  ``MAX_COOLDOWN_S``), then handed out once with ``must_check`` true: the caller asks it whether it
+  ``MAX_COOLDOWN_S``; failures of requests already in flight while it cools down do not count
+  again), then handed out once with ``must_check`` true: the caller asks it whether it
   is ready (Triton's readiness, which ``acfd serve`` keeps truthful) and reports ``checked(endpoint,
   ok)`` before sending anything. A success (``succeeded``) clears its record.
 * The pool is thread-safe; the sync and asyncio clients share it (the checks are theirs).
@@ -140,9 +141,15 @@ class ServerPool:
 
     def _cool_down(self, endpoint: Endpoint, why: str) -> None:
         endpoint.suspect = True
-        endpoint.down_until = time.monotonic() + min(backoff_delay(endpoint.failures, self.backoff_s), MAX_COOLDOWN_S)
-        endpoint.failures += 1
         endpoint.last_error = why
+        now = time.monotonic()
+        if endpoint.down_until > now:
+            # Already cooling down: this failure is another request of the same episode, sent before
+            # the first failure was seen (at concurrency 8, eight of them). Only a failure after the
+            # cool-down (or a failed check) lengthens it; else a 2 s repair costs a 10 s pause.
+            return
+        endpoint.down_until = now + min(backoff_delay(endpoint.failures, self.backoff_s), MAX_COOLDOWN_S)
+        endpoint.failures += 1
 
     def shares(self) -> dict[str, int]:
         """Attempts each server answered."""

@@ -7,6 +7,9 @@
 #
 #   scripts/device_twin.sh [OUT]          # default runs/twin; the venv in $ACFD_TWIN (default ~/.cache/acfd-twin)
 #
+# The data that travels: the trip's packed set (travel/icf/sources.yaml, scripts/pack_data.py) when it is
+# there; else (a clean clone, CI) 32 generated scenes packed by the same packer into travel/twin.
+#
 # The venv is built once and reused while its recipe (this file's TWIN_PKGS) is unchanged; a rebuild installs
 # from the wheelhouse $ACFD_TWIN_WHEELS without downloading again. PyPI's torch for Linux x86_64 is a CUDA
 # build (2.11.0+cu130, as on the device): its nvidia-* wheels (about 2.2 GB) come with it, so that
@@ -20,9 +23,20 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/twin}
 TWIN=${ACFD_TWIN:-$HOME/.cache/acfd-twin}
 WHEELS=${ACFD_TWIN_WHEELS:-$HOME/.cache/acfd-twin-wheels}  # about 2.7 GB: torch 2.11.0 and its CUDA 13 wheels
-PY312=${ACFD_PY312:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python)}
+PY312=${ACFD_PY312:-}
+if [ -z "$PY312" ]; then  # the first Python 3.12 that runs (a pyenv shim may not)
+    for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python /usr/local/bin/python3.12 /usr/bin/python3.12; do
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+            PY312=$candidate
+            break
+        fi
+    done
+fi
 TWIN_PKGS="torch==2.11.0 triton==3.6.0 numpy==2.2.* opencv-python-headless onnx onnxruntime pyyaml tqdm matplotlib"
-[ -x "$PY312" ] || { echo "device_twin.sh: no Python 3.12 at $PY312 (set ACFD_PY312)" >&2; exit 2; }
+if [ -z "$PY312" ]; then
+    echo "device_twin.sh: no Python 3.12 on this machine (set ACFD_PY312): the twin cannot be built" >&2
+    exit 3
+fi
 started=$(date +%s)
 if [ ! -x "$TWIN/bin/python" ] || [ "$(cat "$TWIN/.recipe" 2>/dev/null)" != "$TWIN_PKGS" ]; then
     # The wheels once into a wheelhouse (pip keeps no cache of them here), then an offline install from it.
@@ -43,6 +57,16 @@ print(f"device twin: Python {sys.version.split()[0]}, torch {torch.__version__},
 assert numpy.__version__.startswith("2.") and triton.__version__ == "3.6.0" and sys.version_info[:2] == (3, 12)
 EOF
 echo "device twin: venv ready in ${built} s ($TWIN)"
+DATA=travel/icf/sources.yaml
+if [ ! -f "$DATA" ]; then
+    DATA=travel/twin/sources.yaml
+    rm -rf runs/twin_scenes travel/twin
+    .venv/bin/acfd synth runs/twin_scenes --images 32 --seed 0 --size 320x240 >/dev/null
+    printf 'sources:\n  - {name: scenes, train: annotations.json, val: annotations.json, images: images}\n' \
+        > runs/twin_scenes/sources.yaml
+    .venv/bin/python scripts/pack_data.py runs/twin_scenes/sources.yaml travel/twin --with-val >/dev/null
+    echo "device twin: no travel/icf; packed 32 generated scenes into travel/twin"
+fi
 rm -rf "$OUT"
-"$TWIN/bin/python" scripts/gpu_trip.py "$OUT" --dry-run --python "$TWIN/bin/python"
+"$TWIN/bin/python" scripts/gpu_trip.py "$OUT" --dry-run --python "$TWIN/bin/python" --data "$DATA"
 echo "device twin: dry run passed in $(( $(date +%s) - started )) s in all -> $OUT/results.json"

@@ -193,6 +193,7 @@ class Trip:
         cmd = ["train", "--data", a.data, "--preset", a.preset, "--size", str(a.size), "--batch", str(a.batch)]
         cmd += ["--seed", "0", "--kernels", kernels, "--eval-every", "1000000", "--log-every", "20", "--no-progress"]
         cmd += ["--max-minutes", f"{minutes:.2f}", "--out", str(out)]
+        cmd += ["--cache-images"]  # decoded once: the loader only augments (benchmarks/loader_throughput.py)
         if a.init:
             cmd += ["--init", a.init]
         if a.cpu:

@@ -71,6 +71,20 @@ def test_a_failed_server_cools_down_then_is_checked_before_use():
     assert only_a.pick() is None and 0.05 < only_a.wait_s() <= 0.1  # cooling down twice as long
 
 
+def test_failures_of_requests_already_in_flight_do_not_lengthen_the_cool_down():
+    pool = ServerPool(["a"], backoff_s=0.05)
+    a = pool.endpoints[0]
+    in_flight = [pool.pick() for _ in range(8)]  # concurrency 8 on one server, then it breaks
+    for endpoint in in_flight:
+        pool.failed(endpoint, "INTERNAL: Stub process 'detector_0_0' is not healthy")
+    assert a.outstanding == 0 and a.failures == 1 and a.failed_attempts == 8
+    assert 0 < pool.wait_s() <= 0.05  # one failure's cool-down, not eight doublings
+    time.sleep(0.06)
+    assert pool.pick() is a and a.checking
+    pool.checked(a, ok=False, why="not ready")  # a failure after the cool-down does double it
+    assert 0.05 < pool.wait_s() <= 0.1
+
+
 # ---- what is retried ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "status, retried",

@@ -187,3 +187,32 @@ def test_mid_trains_at_five_sizes_around_384_with_mosaic():
     assert train_sizes(mid.train) == (320, 352, 384, 416, 448)
     assert mid.train.mosaic_prob == 0.5 and mid.train.ema_decay > 0
     assert train_sizes(load_preset("acfd51").train) == (640,) and load_preset("acfd51").train.mosaic_prob == 0.0
+
+
+def test_uint8_batches_normalised_on_the_device_give_the_same_numbers(rect_records):
+    """``uint8=True`` (what a GPU run loads): the same samples, normalised by ``batch_on_device`` to
+    the very floats the float32 loader gives."""
+    from acfd.training.data.dataset import batch_on_device
+
+    common = dict(train=True, size=96, seed=3, mosaic_prob=0.5)
+    floats = DetectionDataset(rect_records, **common)
+    bytes_ = DetectionDataset(rect_records, uint8=True, **common)
+    items = [(i, 96) for i in range(len(rect_records))]
+    a = collate([floats[i] for i in items])
+    b = collate([bytes_[i] for i in items])
+    assert b[0].dtype == torch.uint8 and b[0].shape == (len(items), 96, 96, 3)
+    on_device = batch_on_device(b[0], torch.device("cpu"))
+    assert on_device.dtype == torch.float32 and on_device.shape == a[0].shape
+    assert on_device.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(on_device, batch_on_device(a[0], torch.device("cpu")))
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+def test_images_decoded_into_memory_give_the_same_samples(rect_records):
+    common = dict(train=True, size=96, seed=1, mosaic_prob=0.5)
+    from_files = DetectionDataset(rect_records, **common)
+    in_memory = DetectionDataset(rect_records, **common)
+    assert in_memory.preload(threads=2) == sum(r.width * r.height * 3 for r in rect_records)
+    for i in range(len(rect_records)):
+        a, b = from_files.sample_with_ignore(i), in_memory.sample_with_ignore(i)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))

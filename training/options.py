@@ -115,6 +115,11 @@ class TrainOptions:
         "(checkpointed; --resume continues exactly, the plan unchanged); None: no limit",
         metavar="M",
     )
+    cache_images: bool = option(
+        False,
+        "decode every training image once into memory before training (about width x height x 3 bytes "
+        "each): the loader then only augments; for GPU runs, where the loader is the bottleneck",
+    )
     eval_every: int = option(1, "validate every K epochs (and after the last)")
     size: int | None = option(None, "training input side in pixels", preset="train.input_size")
     sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over all processes")
