@@ -103,7 +103,7 @@ def test_multiscale_batches_one_size_each_and_repeatable(rect_records):
     batches.set_epoch(5)
     assert sizes != [batches.size_of(b) for b in range(50)]
     for batch in batches:
-        assert len(batch) == 2 and len({size for _, size in batch}) == 1
+        assert len(batch) == 2 and len({item[1] for item in batch}) == 1 and {item[2] for item in batch} == {5}
         images, gt, count = collate([ds[item] for item in batch])
         assert images.shape[-2:] == (batch[0][1], batch[0][1])
     # mosaic and multi-scale samples keep boxes on the white pixels too
@@ -216,3 +216,24 @@ def test_images_decoded_into_memory_give_the_same_samples(rect_records):
     for i in range(len(rect_records)):
         a, b = from_files.sample_with_ignore(i), in_memory.sample_with_ignore(i)
         assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_persistent_workers_see_each_epoch_through_the_items(rect_records):
+    """The epoch travels with each item: a loader whose worker persists across epochs gives, epoch
+    after epoch, the samples the dataset makes in this process for that epoch."""
+    from acfd.training.data.dataset import collate_with_ignore
+
+    ds = DetectionDataset(rect_records, train=True, size=64, seed=2, mosaic_prob=0.5, mosaic_epochs=2)
+    sampler = torch.utils.data.SequentialSampler(ds)
+    sampler.set_epoch = lambda epoch: None
+    batches = MultiScaleBatches(sampler, 3, (64,), seed=0)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=batches, num_workers=1, persistent_workers=True, collate_fn=collate_with_ignore
+    )
+    for epoch in range(3):  # mosaic on in epochs 0 and 1, off in 2
+        batches.set_epoch(epoch)  # the dataset's own epoch (here and in the worker) stays 0
+        got = [b[0] for b in loader]
+        want = [collate([ds[(i, 64, epoch)] for i in range(b, b + 3)])[0] for b in (0, 3)]
+        assert all(torch.equal(g, w) for g, w in zip(got, want)), epoch
+    ds.set_epoch(1)
+    assert all(np.array_equal(a, b) for a, b in zip(ds.sample_with_ignore((0, 64)), ds.sample_with_ignore((0, 64, 1))))

@@ -151,8 +151,28 @@ def _same_rng(a: dict, b: dict) -> bool:
     )
 
 
+@pytest.fixture
+def rng_each_epoch(monkeypatch):
+    """A draw from the global generators at every epoch end, before the checkpoint takes their state
+    (as a layer with dropout would draw): the loop itself draws none (its loader seeds its workers
+    from a generator of its own), so without this the RNG comparisons below would have nothing to catch."""
+    import random
+
+    import numpy as np
+
+    from acfd.training import trainer
+
+    end_epoch = trainer._end_epoch
+
+    def drawing(*args, **kwargs):
+        torch.rand(1), np.random.rand(), random.random()
+        return end_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_end_epoch", drawing)
+
+
 @pytest.mark.slow
-def test_interrupted_and_resumed_equals_uninterrupted(scenes, tmp_path):
+def test_interrupted_and_resumed_equals_uninterrupted(scenes, tmp_path, rng_each_epoch):
     preset = tmp_path / "resume.yaml"
     preset.write_text(RESUME_PRESET)
     opts = dict(preset=str(preset), precision="bf16", workers=1)
@@ -192,7 +212,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(scenes, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_without_restoring_rng_is_caught(scenes, tmp_path, monkeypatch):
+def test_resume_without_restoring_rng_is_caught(scenes, tmp_path, monkeypatch, rng_each_epoch):
     """The comparison above has teeth: with ``restore_rng_state`` a no-op the end states differ."""
     from acfd.training import trainer
 

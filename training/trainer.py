@@ -671,7 +671,11 @@ def _train_loader(data, opts: TrainOptions, preset: Preset, info: D.DistInfo, de
         num_workers=opts.workers,
         collate_fn=collate_with_ignore,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=opts.workers > 0,  # the epoch travels with each item (MultiScaleBatches)
+        # The workers' base seed is drawn from this generator, not the global RNG: a resumed run's
+        # new loader must not draw where the uninterrupted run's persistent one did not. (Samples
+        # depend on (seed, epoch, index) only, never on the workers' seeds.)
+        generator=torch.Generator().manual_seed(opts.seed),
     )
     return loader, batches, dataset
 

@@ -7,15 +7,16 @@
 - ``train=True`` applies ``augment.augment`` with a generator seeded by ``(seed, epoch, index)``
   only (``np.random.default_rng([seed, epoch, index])``): a sample does not depend on the worker
   that loads it, the order of loading, or what was loaded before, so a resumed run sees exactly the
-  samples it would have seen. Call ``set_epoch`` before each epoch (in every worker's copy: with
-  persistent workers, recreate the loader or pass the epoch some other way).
+  samples it would have seen. ``set_epoch`` sets the epoch of items that do not carry one.
 - ``train=False`` resizes to ``size x size`` without keeping the aspect ratio (as evaluation does)
   and scales the boxes per axis.
 - ``train=True`` with ``mosaic_prob > 0``: with that probability (drawn from the same generator) a
   sample is a ``mosaic.mosaic`` of its image and three others drawn by the generator, in epochs
   before ``mosaic_epochs`` (``None``: every epoch).
-- Items are indices, or ``(index, size)`` pairs from ``MultiScaleBatches``: that sample is made at
-  ``size x size`` (training only; every image of a batch has the batch's size).
+- Items are indices, ``(index, size)`` pairs, or ``(index, size, epoch)`` from ``MultiScaleBatches``:
+  that sample is made at ``size x size`` (training only; every image of a batch has the batch's
+  size) for that epoch. The epoch travels with the item, so loader workers that persist from one
+  epoch to the next (``persistent_workers``) need no ``set_epoch`` of their own copy.
 - ``MultiScaleBatches(sampler, batch, sizes, seed)``: batches of ``(index, size)`` with one size per
   batch drawn from ``sizes`` by ``np.random.default_rng([seed, epoch, batch_number])``: the same on
   every rank and on a resume.
@@ -109,8 +110,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             ignore = ignore * np.array([fx, fy, fx, fy], np.float32)
         return image, boxes, ignore
 
-    def mosaic_active(self) -> bool:
-        return self.mosaic_prob > 0 and (self.mosaic_epochs is None or self.epoch < self.mosaic_epochs)
+    def mosaic_active(self, epoch: int | None = None) -> bool:
+        epoch = self.epoch if epoch is None else epoch
+        return self.mosaic_prob > 0 and (self.mosaic_epochs is None or epoch < self.mosaic_epochs)
 
     def sample(self, item: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The uint8 RGB ``[S, S, 3]`` input image and float32 ``[N, 4]`` boxes of one sample."""
@@ -119,14 +121,17 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def sample_with_ignore(self, item: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`sample` plus the sample's float32 ``[M, 4]`` ignore regions."""
-        index, size = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), self.size)
+        if isinstance(item, (tuple, list)):
+            index, size, epoch = int(item[0]), int(item[1]), int(item[2]) if len(item) > 2 else self.epoch
+        else:
+            index, size, epoch = int(item), self.size, self.epoch
         image, boxes, ignore = self._load(index)
         if not self.train:
             out, boxes = resize_plain(image, boxes, self.size)
             return out, boxes, _scaled(ignore, image, self.size)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         cfg = config_for_size(self.augment_config, size)
-        if self.mosaic_active() and rng.random() < self.mosaic_prob:
+        if self.mosaic_active(epoch) and rng.random() < self.mosaic_prob:
             others = rng.integers(0, len(self.records), size=3)
             return mosaic_with_ignore([(image, boxes, ignore)] + [self._load(int(i)) for i in others], rng, cfg)
         out = augment(image, boxes, rng, cfg, ignore=ignore)
@@ -166,7 +171,7 @@ class MultiScaleBatches(torch.utils.data.Sampler):
         order = list(self.sampler)
         for b in range(len(self)):
             size = self.size_of(b)
-            yield [(i, size) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+            yield [(i, size, self.epoch) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
 def batch_on_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
