@@ -415,3 +415,20 @@ def test_every_option_has_its_flag_and_comes_back_from_it():
     )
     defaults = options_from_args(parser.parse_args(["--data", "d", "--out", "o", "--device", "cpu", "--workers", "0"]))
     assert defaults == TrainOptions(data=("d",), out="o")  # the flags' defaults are the API's, but where said
+
+
+def test_training_hours_add_up_the_pieces_of_a_resumed_run():
+    from acfd.training.curves import training_hours
+
+    def row(kind, iteration, elapsed):
+        return {"kind": kind, "iteration": str(iteration), "elapsed_s": str(elapsed)}
+
+    rows = [
+        row("iter", 10, 30), row("epoch", 20, 3600),  # piece 1: one epoch in an hour
+        row("iter", 30, 20), row("epoch", 40, 1800), row("epoch", 60, 9000),  # piece 2 (longer than piece 1)
+        row("iter", 70, 5), row("epoch", 80, 720),  # piece 3
+    ]  # fmt: skip
+    points, pieces = training_hours(rows)
+    assert pieces == 3
+    assert points == [(20, 1.0), (40, 1.5), (60, 3.5), (80, 3.7)]
+    assert training_hours([row("iter", 5, 10)]) == ([], 1)

@@ -4,7 +4,9 @@ One row per logging window (``kind=iter``: means over the last N iterations) and
 (``kind=epoch``: the epoch's mean loss and, when validated, ``val_ap`` = mAP@0.5, the mean over the
 hold-outs when a run has several; then ``val_ap_<source>`` columns follow ``FIELDS``, one per
 hold-out). ``iteration`` is the number of optimizer steps done when the row was written. Empty cells
-mean "not measured".
+mean "not measured". ``elapsed_s`` counts from the start of the process that wrote the row, so a run
+trained in pieces (``--pause-after``, ``--resume``) starts it again at each piece;
+``training_hours`` adds the pieces up.
 """
 
 from __future__ import annotations
@@ -44,8 +46,27 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def training_hours(rows: list[dict[str, str]]) -> tuple[list[tuple[int, float]], int]:
+    """``([(iteration, hours trained so far)] at each epoch end, pieces)``. A row whose ``elapsed_s``
+    is below the row's before it was written by a new process (a resumed piece): the pieces before it
+    add the time their last row had reached."""
+    points, offset, last, pieces = [], 0.0, None, 0
+    for row in rows:
+        if not row.get("elapsed_s"):
+            continue
+        elapsed = float(row["elapsed_s"])
+        if last is None or elapsed < last:
+            pieces += 1
+            offset += last or 0.0
+        last = elapsed
+        if row["kind"] == "epoch":
+            points.append((int(row["iteration"]), (offset + elapsed) / 3600.0))
+    return points, pieces
+
+
 def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path:
-    """Training loss (total, cls, reg), learning rate and validation mAP@0.5 against iterations."""
+    """Training loss (total, cls, reg), learning rate and validation mAP@0.5 against iterations, with
+    the hours trained on a second axis (a run in pieces counts each piece's own time)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,6 +99,18 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
     axes[2].set_ylabel("val mAP@0.5 (%)")
     axes[2].set_xlabel("iteration")
     axes[2].grid(alpha=0.3)
+    hours, pieces = training_hours(rows)
+    if hours:
+        import numpy as np
+
+        at = np.array([0.0] + [float(i) for i, _ in hours])
+        h = np.array([0.0] + [float(t) for _, t in hours])
+        top = axes[0].secondary_xaxis(
+            "top", functions=(lambda x: np.interp(x, at, h), lambda y: np.interp(y, h, at))
+        )  # fmt: skip
+        top.set_xlabel("hours trained")
+        done = f"{h[-1]:.2f} h of training" + (f" in {pieces} pieces" if pieces > 1 else "")
+        title = f"{title} ({done})" if title else done
     if title:
         fig.suptitle(title)
     fig.tight_layout()
