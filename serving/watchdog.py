@@ -228,10 +228,11 @@ class Watchdog:
         broken = self._scan()
         if not broken:
             broken = self._look_at_probe()
+        pid = self.server.pid
         for model, cause in broken.items():
             self._repair(model, cause)
-            if not self.server.is_running():
-                return
+            if not self.server.is_running() or self.server.pid != pid:
+                return  # down, or a new process: what else was broken went with the old one
 
     def _scan(self) -> dict[str, str]:
         """Models with a stub gone: {model: cause}."""
