@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIP_SCALES = ("288x387", "384x516", "480x645")  # HxW, as the embedded default ships
 HERE = ["scripts/acfd_here.py"]
 RETURN_FILES, RETURN_FILE_BYTES, RETURN_BYTES = 8, 16 * 2**20, 64 * 2**20
 
@@ -266,7 +267,10 @@ class Trip:
             return {"status": "skipped", "error": "no trained run"}
         best = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
         weights = self.work / "weights.pt"
-        cmd = ["scripts/package_weights.py", str(best), str(weights)]
+        # The embedded default's test scales: the same network at the same input sizes serves at
+        # the default's CPU latency, whatever size it was trained at (tests/test_gpu_trip.py checks
+        # they match acfd/weights/); the trained size's own scales would cost ~2.8x the pixels.
+        cmd = ["scripts/package_weights.py", str(best), str(weights), "--scales", *SHIP_SCALES]
         if getattr(self, "eval_json", None) is not None and self.eval_json.exists():
             cmd += ["--threshold-from", str(self.eval_json)]
         code, out = self.run(self.py(*cmd), 120)

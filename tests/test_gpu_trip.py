@@ -95,3 +95,12 @@ def test_a_failed_step_is_recorded_and_the_trip_goes_on(tmp_path, monkeypatch):
     assert results["steps"]["first"]["status"] == "failed" and "no CUDA here" in results["steps"]["first"]["error"]
     assert results["steps"]["second"] == {"status": "ok", "figure": 1, "seconds": results["steps"]["second"]["seconds"]}
     assert any("files in OUT" in p for p in results["returns"]["problems"])
+
+
+def test_the_trip_ships_its_model_at_the_embedded_defaults_test_scales():
+    """Same network, same input sizes: the GPU-trained model would serve at the default's CPU latency."""
+    from acfd.training.checkpoint import read_checkpoint
+    from acfd.weights import DEFAULT_WEIGHTS
+
+    scales = read_checkpoint(DEFAULT_WEIGHTS)["preset"]["inference"]["test_scales"]
+    assert gpu_trip.SHIP_SCALES == tuple(f"{h}x{w}" for h, w in scales)
