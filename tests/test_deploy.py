@@ -7,19 +7,17 @@ made from series the real server publishes: tests/serving/test_fleet.py.)"""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import yaml
+
+from file_modules import load_file
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
 def _validator():
-    spec = importlib.util.spec_from_file_location("acfd_deploy_validate", DEPLOY / "validate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(DEPLOY / "validate.py", "acfd_deploy_validate")
 
 
 def _resources() -> list[dict]:

@@ -2,22 +2,15 @@
 the script a GPU session runs in its few minutes cannot rot; without a GPU and without --dry-run it
 says so and exits 2."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from file_modules import load_file
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_dry_run_runs_every_step_and_writes_the_report(tmp_path):
@@ -27,7 +20,7 @@ def test_dry_run_runs_every_step_and_writes_the_report(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    gpu_check = _module()
+    gpu_check = load_file(SCRIPT)
     assert report["dry_run"] is True and report["all_ok"] is True
     for step in gpu_check.STEPS:
         assert step in report and not (isinstance(report[step], dict) and "error" in report[step]), report[step]
@@ -45,5 +38,5 @@ def test_without_a_gpu_it_says_so(tmp_path, capsys, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert _module().main([str(tmp_path)]) == 2
+    assert load_file(SCRIPT).main([str(tmp_path)]) == 2
     assert "no CUDA device" in capsys.readouterr().err

@@ -1,6 +1,5 @@
 """The GPU trip's pieces that need no device: weights split and restored bit-exact, what travels, what returns."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,18 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from file_modules import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-trip_weights = _script("trip_weights")
-gpu_trip = _script("gpu_trip")
+trip_weights = load_script("trip_weights")
+gpu_trip = load_script("gpu_trip")
 
 
 @pytest.mark.parametrize("part_mib", [15.5, 0.01])

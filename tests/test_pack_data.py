@@ -1,26 +1,16 @@
 """scripts/pack_data.py: a training set re-encoded to travel, boxes scaled, a budget it refuses to exceed."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from acfd.scenes.synth import write_dataset
 from acfd.training.data.annotations import load_detection_set
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from file_modules import load_script
 
 
-pack_data = _script("pack_data")
+pack_data = load_script("pack_data")
 
 
 @pytest.fixture(scope="module")

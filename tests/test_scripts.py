@@ -1,25 +1,14 @@
 """The helper scripts under scripts/ that produce shipped files (the embedded default weights)."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from acfd.training.checkpoint import load_model, read_checkpoint
 from acfd.weights import DEFAULT_WEIGHTS
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from file_modules import load_script
 
 
 def test_package_weights_keeps_the_model_and_sets_scales_for_its_training_size(tmp_path, capsys):
-    package = _script("package_weights")
+    package = load_script("package_weights")
     source = read_checkpoint(DEFAULT_WEIGHTS)
     # a full training checkpoint at 256 whose preset still holds the paper's scales
     full = dict(source, optimizer={"state": {}}, rng={"torch": torch.get_rng_state()})
@@ -47,7 +36,7 @@ def test_package_weights_keeps_the_model_and_sets_scales_for_its_training_size(t
 def test_package_weights_takes_the_threshold_of_best_f1_and_named_scales(tmp_path, capsys):
     import json
 
-    package = _script("package_weights")
+    package = load_script("package_weights")
     source = read_checkpoint(DEFAULT_WEIGHTS)
     torch.save(source, tmp_path / "best.pt")
     (tmp_path / "eval.json").write_text(json.dumps({"best_f1": {"f1": 0.7, "threshold": 0.41234}}))
