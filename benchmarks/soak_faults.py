@@ -67,7 +67,7 @@ def rss_mb(server_pid: int, shm_prefix: str = "") -> dict[str, float]:
 
     stubs = stub_processes(server_pid)
     server, members = rss(server_pid), sum(rss(s.pid) for s in stubs)
-    orphaned = sum(orphaned_regions(server_pid, shm_prefix).values()) / 2**20
+    orphaned = sum(orphaned_regions(server_pid, shm_prefix, stubs).values()) / 2**20
     return {
         "server_mb": server,
         "stubs_mb": members,

@@ -111,10 +111,10 @@ def shm_mappings(pid: int) -> dict[str, int]:
     return resident
 
 
-def orphaned_regions(server_pid: int, prefix: str = "") -> dict[str, int]:
+def orphaned_regions(server_pid: int, prefix: str = "", stubs: list[Stub] | None = None) -> dict[str, int]:
     """Shared-memory regions (names starting with ``prefix``) that the server maps and no live stub
-    of it uses: {name: bytes resident in the server}."""
-    in_use = {s.region for s in stub_processes(server_pid) if s.alive}
+    of it uses: {name: bytes resident in the server}. ``stubs``: the server's, when already read."""
+    in_use = {s.region for s in (stub_processes(server_pid) if stubs is None else stubs) if s.alive}
     return {
         name: size for name, size in shm_mappings(server_pid).items() if name.startswith(prefix) and name not in in_use
     }
