@@ -12,13 +12,13 @@
 # (--pause-after), and the next call continues it exactly (--resume); when all EPOCHS are done it evaluates
 # best.pt on every hold-out (three test scales; the error breakdown), takes the display threshold of best
 # mean F1 over the hold-outs, and writes the weights-only checkpoint.
-# Usage: scripts/train_default.sh [RUN_DIR] [EPOCHS] [PIECE_MINUTES]   (default runs/default-cartoons 6 150)
+# Usage: scripts/train_default.sh [RUN_DIR] [EPOCHS] [PIECE_MINUTES]   (default runs/default-cartoons 7 150)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ICF=${ACFD_REAL_DATA:-../shared/data/icartoonface_train}
 TV=${ACFD_TV_DATA:-$HOME/data/tv_cartoons}
 RUN=${1:-runs/default-cartoons}
-EPOCHS=${2:-6}
+EPOCHS=${2:-7}
 PIECE=${3:-150}
 OUT_WEIGHTS=${ACFD_OUT_WEIGHTS:-acfd/weights/acfd_mid_cartoons.pt}
 for set in scooby dexter louie; do
