@@ -2,7 +2,7 @@
 stub process is killed (SIGKILL, what the out-of-memory killer does) every FAULT_EVERY seconds.
 
     .venv/bin/python benchmarks/soak_faults.py OUT [--minutes 10] [--concurrency 8] [--fault-every 60]
-        [--weights acfd/weights/acfd_mid_icartoonface.pt] [--images 16] [--seed 0] [--recycle-above MB | --no-recycle]
+        [--weights CKPT] [--images 16] [--seed 0] [--recycle-above MB | --no-recycle]
 
 1. ``acfd export`` the weights (the embedded model by default) and ``acfd repo`` its default
    repository into ``OUT`` (kept and reused when already there);
@@ -38,7 +38,6 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = REPO / "acfd" / "weights" / "acfd_mid_icartoonface.pt"
 
 
 def build_repository(weights: Path, out: Path) -> Path:
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--fault-every", type=float, default=60.0, metavar="S")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--weights", type=Path, default=None, help="default: the embedded model")
     parser.add_argument("--images", type=int, default=16, help="generated 640x384 scenes sent in turn")
     parser.add_argument("--seed", type=int, default=0)
     from acfd.serving.watchdog import WatchdogConfig
@@ -323,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0 or args.concurrency < 1 or args.fault_every <= 0 or args.images < 1:
         print("soak_faults: --minutes, --fault-every > 0, --concurrency, --images >= 1", file=sys.stderr)
         return 2
+    if args.weights is None:
+        from acfd.weights import DEFAULT_WEIGHTS
+
+        args.weights = DEFAULT_WEIGHTS
     result = soak(args)
     (args.out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out / "soak.png")

@@ -327,7 +327,7 @@ def _default_weights() -> Path:
 
     text = (ROOT / "acfd" / "weights" / "__init__.py").read_text()
     name = re.search(r'with_name\("([^"]+)"\)', text)
-    return ROOT / "acfd" / "weights" / (name.group(1) if name else "acfd_mid_icartoonface.pt")
+    return ROOT / "acfd" / "weights" / (name.group(1) if name else "acfd_mid_cartoons.pt")
 
 
 def _train_figures(run_dir: Path, out: str) -> dict:

@@ -1,6 +1,6 @@
 """Write a checkpoint's weights-only copy for shipping (the embedded default model).
 
-    .venv/bin/python scripts/package_weights.py RUN/best.pt acfd/weights/acfd_mid_icartoonface.pt \
+    .venv/bin/python scripts/package_weights.py RUN/best.pt acfd/weights/acfd_mid_cartoons.pt \
         [--threshold-from EVAL.json] [--scales 288x387 384x516 480x645]
 
 Keeps the model weights (the EMA, for checkpoints that have one), epoch, iteration and the preset;

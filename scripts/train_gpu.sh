@@ -5,8 +5,9 @@
 # GPU, within MINUTES of training (acfd train --max-minutes: it times its first steps, compresses
 # the epochs and LR schedule to fit, and stops validated and checkpointed at the deadline), with
 # data loading on every host core. Then scores best.pt on the hold-out at its test scales, writes
-# the weights with the display threshold of best F1, and OUT/summary.json beside the embedded
-# default's score on the same hold-out.
+# the weights with the display threshold of best F1, and OUT/summary.json beside the score of the
+# stage-1 model on the same hold-out (acfd_mid_icartoonface.pt: trained on the same iCartoonFace frames
+# only, as this recipe is; the default until issue 22).
 #
 #   scripts/train_gpu.sh OUT [MINUTES]        # default 8 minutes; PRESET=mid (default), acfd51, ...
 #   scripts/train_gpu.sh --dry-run OUT        # the same steps on CPU: tiny preset, 128 px, 1 minute

@@ -193,12 +193,19 @@ def test_another_projects_checkpoint(tmp_path):
     assert _message(bare) == f"{bare}: not an ACFD checkpoint (no 'acfd-checkpoint' format marker)"
 
 
-def test_the_embedded_weights_load_unchanged():
-    model, preset, payload = load_model(DEFAULT_WEIGHTS)
-    assert preset.name == "mid" and payload["epoch"] == 34
+@pytest.mark.parametrize(
+    "path, preset_name, epoch, threshold",
+    [
+        (DEFAULT_WEIGHTS, "mid_cartoons", 7, 0.605),  # the default (issue 22)
+        (DEFAULT_WEIGHTS.with_name("acfd_mid_icartoonface.pt"), "mid", 34, 0.487),  # stage 1, --init
+    ],
+)
+def test_the_embedded_weights_load_unchanged(path, preset_name, epoch, threshold):
+    model, preset, payload = load_model(path)
+    assert (preset.name, payload["epoch"], preset.inference.display_threshold) == (preset_name, epoch, threshold)
     # plain data through and through: torch's own weights-only loader needs no allow-list for it
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(DEFAULT_WEIGHTS) == []
-    plain = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    plain = torch.load(path, weights_only=True)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in plain["model"].items())
 
 

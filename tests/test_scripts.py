@@ -63,5 +63,5 @@ def test_package_weights_takes_the_threshold_of_best_f1_and_named_scales(tmp_pat
 
 def test_the_default_weights_carry_their_display_threshold():
     _, preset, payload = load_model(DEFAULT_WEIGHTS)
-    assert preset.name == "mid" and 0.05 < preset.inference.display_threshold < 0.95
+    assert preset.name == "mid_cartoons" and 0.05 < preset.inference.display_threshold < 0.95
     assert "optimizer" not in payload and DEFAULT_WEIGHTS.stat().st_size < 25e6

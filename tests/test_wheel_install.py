@@ -190,7 +190,8 @@ def test_wheel_holds_templates_weights_and_every_package(wheel_install):
     names = set(zipfile.ZipFile(wheel_install.wheel).namelist())
     missing = [f"acfd/model_repository/{f}" for f in _template_files()]
     missing += [p.replace(".", "/") + "/__init__.py" for p in _setuptools_config()["packages"]]
-    missing += ["acfd/weights/acfd_mid_icartoonface.pt", "acfd/training/presets/mid.yaml"]
+    missing += ["acfd/weights/acfd_mid_cartoons.pt", "acfd/weights/acfd_mid_icartoonface.pt"]
+    missing += ["acfd/training/presets/mid.yaml", "acfd/training/presets/mid_cartoons.yaml"]
     missing = [name for name in missing if name not in names]
     assert not missing, f"{wheel_install.wheel.name} lacks {missing}"
 

@@ -66,8 +66,8 @@ class TrainOptions:
     resume: bool = option(False, "continue the run in --out from its last.pt")
     init: str | None = option(
         None,
-        "start from this checkpoint's model weights (same preset), e.g. the default "
-        "weights acfd/weights/acfd_mid_icartoonface.pt (preset mid), with a fresh "
+        "start from this checkpoint's model weights (same network), e.g. the default "
+        "weights acfd/weights/acfd_mid_cartoons.pt (preset mid), with a fresh "
         "optimizer and LR schedule",
         metavar="CKPT",
     )
