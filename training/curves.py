@@ -93,7 +93,7 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
         label = "mean over hold-outs" if sources else None
         axes[2].plot(at, [100 * _num(r["val_ap"]) for r in epochs], marker="o", color="tab:green", label=label)
         if sources:
-            axes[2].legend(loc="lower right", fontsize=8)
+            axes[2].legend(loc="best", fontsize=8)
     else:
         axes[2].text(0.5, 0.5, "no validation set", ha="center", va="center", transform=axes[2].transAxes)
     axes[2].set_ylabel("val mAP@0.5 (%)")
