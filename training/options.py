@@ -67,7 +67,7 @@ class TrainOptions:
     init: str | None = option(
         None,
         "start from this checkpoint's model weights (same network), e.g. the default "
-        "weights acfd/weights/acfd_mid_cartoons.pt (preset mid), with a fresh "
+        "weights acfd/weights/acfd_mid_cartoons.pt (preset mid_cartoons), with a fresh "
         "optimizer and LR schedule",
         metavar="CKPT",
     )
