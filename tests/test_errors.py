@@ -11,7 +11,13 @@ import pytest
 
 from acfd.training.evaluation.ap import average_precision
 from acfd.training.evaluation.error_plot import plot_error_breakdown
-from acfd.training.evaluation.errors import ERROR_TYPES, breakdown_by_size, error_breakdown, format_error_table
+from acfd.training.evaluation.errors import (
+    ERROR_TYPES,
+    background_detections,
+    breakdown_by_size,
+    error_breakdown,
+    format_error_table,
+)
 
 
 def dets(*pairs):
@@ -232,3 +238,51 @@ def test_plot_writes_png(tmp_path):
     path = plot_error_breakdown(rows, tmp_path / "errors.png", title="test")
     data = path.read_bytes()
     assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_background_detections_by_hand():
+    """Image 0: face A; a hit on A, a duplicate, a localisation error (IoU 0.33), two background boxes (one
+    touching A's corner: IoU 0.005). Image 1: no faces; one box inside an ignore region (absorbed), one
+    background box tied in score with image 0's: image order breaks the tie."""
+    image0 = dets((A, 0.9), ((0, 0, 100, 50), 0.8), ((50, 0, 150, 100), 0.65), ((600, 600, 700, 700), 0.7),
+                  ((99, 99, 199, 199), 0.6))  # fmt: skip
+    image1 = dets(((110, 110, 120, 120), 0.95), ((0, 0, 5, 5), 0.7))
+    gts = [np.array([A], dtype=np.float64), np.zeros((0, 4))]
+    ignores = [np.zeros((0, 4)), np.array([[100, 100, 200, 200]], dtype=np.float64)]
+    found = background_detections([image0, image1], gts, ignores)
+    assert [(score, image) for score, image, _ in found] == [(0.7, 0), (0.7, 1), (0.6, 0)]
+    np.testing.assert_array_equal(found[0][2], (600, 600, 700, 700))
+    np.testing.assert_array_equal(found[2][2], (99, 99, 199, 199))
+    assert [s for s, _, _ in background_detections([image0, image1], gts, ignores, min_score=0.65)] == [0.7, 0.7]
+    assert len(background_detections([image0, image1], gts)) == 4  # without the ignore region: absorbed no more
+    assert background_detections([dets()], [np.zeros((0, 4))]) == []
+    with pytest.raises(ValueError, match="2 detection lists for 1 images"):
+        background_detections([image0, image1], gts[:1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_background_detections_are_the_breakdowns_background_errors(seed):
+    detections, gts, ignores = scene(seed)
+    found = background_detections(detections, gts, ignores)
+    assert len(found) == breakdown_by_size(detections, gts, ignores)["all"].counts["background"]
+    assert all(a[0] >= b[0] for a, b in zip(found, found[1:]))
+
+
+def test_background_gallery_png(tmp_path):
+    import cv2
+
+    from acfd.training.evaluation.error_gallery import HEADER, TILE, crop_tile, draw_background_gallery
+
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "frame.png"), picture)
+    tile = crop_tile(picture, np.array([10, 20, 50, 40]), 0.71)
+    assert tile.shape == (TILE, TILE, 3) and tile.dtype == np.uint8
+    assert crop_tile(picture, np.array([500, 500, 600, 600]), 0.5).shape == (TILE, TILE, 3)  # outside: grey
+    found = [(0.9, 0, np.array([10, 20, 50, 40])), (0.8, 1, np.array([0, 0, 30, 30])), (0.7, 0, np.array([0, 0, 0, 0]))]
+    paths = [tmp_path / "frame.png", tmp_path / "gone.png"]  # a file that has disappeared: a grey tile
+    out = draw_background_gallery([("a: 3 in all", found, paths), ("b: none", [], [])], tmp_path / "g.png", columns=2)
+    written = cv2.imread(str(out))
+    assert written.shape == (2 * HEADER + 3 * TILE, 2 * TILE, 3)  # a: 2 rows of 2 (3 tiles), b: 1 blank row
+    with pytest.raises(OSError):
+        draw_background_gallery([("a", found, paths)], tmp_path / "no_such_folder" / "g.png")

@@ -57,6 +57,8 @@ def test_errors_of_one_set_row_all_has_its_ap(two_holdouts, tmp_path, capsys):
     mean_ap = float(out.out.strip().splitlines()[-1].split()[-1])
     assert float(row.split()[2]) == pytest.approx(100 * mean_ap, abs=0.006)
     assert png.is_file()
+    gallery = tmp_path / "e_background.png"  # beside it: what the model takes for faces
+    assert gallery.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"highest score first: {gallery}" in out.out
 
 
 def test_a_sources_file_without_holdouts_is_one_line(two_holdouts, tmp_path, capsys):

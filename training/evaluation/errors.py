@@ -225,6 +225,37 @@ def breakdown_by_size(
     return rows
 
 
+def background_detections(
+    detections: Sequence[tuple[np.ndarray, np.ndarray]],
+    ground_truths: Sequence[np.ndarray],
+    ignores: Sequence[np.ndarray] | None = None,
+    t_f: float = 0.5,
+    t_b: float = 0.1,
+    min_score: float = 0.0,
+) -> list[tuple[float, int, np.ndarray]]:
+    """The *background* errors of the breakdown, ``(score, image index, box)``, highest score first
+    (ties: image order, then the image's own order): detections of IoU ``< t_b`` with every face of
+    their image that no ignore region absorbs (``>= t_f`` of their area inside one), scoring at least
+    ``min_score``. Such a detection can be neither a hit nor a duplicate nor a localisation error, so
+    this is exactly the set the ``background`` oracle removes."""
+    if len(detections) != len(ground_truths) or (ignores is not None and len(ignores) != len(detections)):
+        raise ValueError(f"background_detections: {len(detections)} detection lists for {len(ground_truths)} images")
+    found: list[tuple[float, int, int, np.ndarray]] = []
+    for i, ((boxes, scores), gt) in enumerate(zip(detections, ground_truths)):
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
+        keep = scores >= min_score
+        if gt.shape[0] and boxes.shape[0]:
+            keep &= box_iou_matrix(boxes, gt).max(axis=1) < t_b
+        ignore = None if ignores is None else np.asarray(ignores[i], dtype=np.float64).reshape(-1, 4)
+        if ignore is not None and ignore.shape[0] and boxes.shape[0]:
+            keep &= box_iof_matrix(boxes, ignore).max(axis=1) < t_f
+        found += [(float(scores[d]), i, int(d), boxes[d]) for d in np.flatnonzero(keep)]
+    found.sort(key=lambda item: (-item[0], item[1], item[2]))
+    return [(score, image, box) for score, image, _, box in found]
+
+
 def format_error_table(rows: dict[str, ErrorBreakdown]) -> list[str]:
     """Aligned text lines: AP and dAP in AP points (x100), '-' where undefined; then the counts."""
     head = ("row", "faces", "AP", "miss", "loc", "dupe", "bkg", "FP", "FN", "#miss", "#loc", "#dupe", "#bkg", "#dets")

@@ -109,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PNG",
         help="TIDE-style error breakdown (missed, localisation, duplicate, background; dAP if fixed) per source "
-        "and face size: print the table and write it as PNG (default errors.png)",
+        "and face size: print the table and write it as PNG (default errors.png), and beside it "
+        "STEM_background.png: the highest-scoring background false positives cut out of their images",
     )
     parser.add_argument(
         "--limit", type=_positive_int, default=None, metavar="N", help="evaluate the first N images only"
@@ -406,4 +407,29 @@ def _write_errors(args, results, title: str, quiet: bool) -> int:
     except OSError as err:
         return _fail(f"--errors {args.errors}: cannot write ({err.strerror or err})")
     print(f"error breakdown plot: {args.errors}", file=out)
+    return _write_background_gallery(args, results, out)
+
+
+def _write_background_gallery(args, results, out) -> int:
+    """``STEM_background.png`` beside ``--errors``: what the detector takes for faces, per source."""
+    from acfd.training.evaluation.error_gallery import draw_background_gallery
+    from acfd.training.evaluation.errors import background_detections
+
+    path = Path(args.errors)
+    path = path.with_name(f"{path.stem}_background.png")
+    blocks = []
+    for name, result in results:
+        found = background_detections(*result["per_image"], t_f=args.iou)
+        threshold = result["at_threshold"]["threshold"]
+        at = sum(score >= threshold for score, _, _ in found)
+        counts = f"background false positives: {at} at score >= {threshold:.3f}, {len(found)} in all"
+        label = f"{name}: {counts}" if name else counts
+        blocks.append((label, found, result["paths"]))
+    try:
+        draw_background_gallery(blocks, path)
+    except OSError as err:
+        return _fail(f"--errors: cannot write {path} ({err})")
+    for label, _, _ in blocks:
+        print(label, file=out)
+    print(f"background false positives, highest score first: {path}", file=out)
     return 0

@@ -49,13 +49,15 @@ def evaluate(
 ) -> dict:
     """AP and timing of ``predictor`` on ``detection_set.records`` (the first ``limit`` of them);
     ``keep_detections`` adds ``per_image``: the lists ``(detections, ground_truths, ignores)`` that
-    ``ap.average_precision`` and ``errors.breakdown_by_size`` take."""
+    ``ap.average_precision`` and ``errors.breakdown_by_size`` take, and ``paths``: each of those
+    images' file, in the same order."""
     records = list(detection_set.records)[: limit if limit is not None else None]
     scales = scales_for(cfg, multiscale)
     predictor.eval()
     detections: list[tuple[np.ndarray, np.ndarray]] = []
     ground_truths: list[np.ndarray] = []
     ignores: list[np.ndarray] = []
+    paths: list[str] = []
     skipped: list[str] = []
     seconds = 0.0
     batch_size = max(1, int(batch_size))
@@ -74,6 +76,7 @@ def evaluate(
             seconds += time.perf_counter() - tic
             for record, (boxes, scores) in zip(kept, results):
                 detections.append((boxes, scores))
+                paths.append(str(record.path))
                 ground_truths.append(np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4))
                 ignore = getattr(record, "ignore", None) if use_ignore else None  # records may be any box holder
                 ignores.append(np.asarray([] if ignore is None else ignore, dtype=np.float32).reshape(-1, 4))
@@ -82,7 +85,7 @@ def evaluate(
         bar.close()
     result = average_precision(detections, ground_truths, iou_threshold, ignores)
     images = len(detections)
-    kept = {"per_image": (detections, ground_truths, ignores)} if keep_detections else {}
+    kept = {"per_image": (detections, ground_truths, ignores), "paths": paths} if keep_detections else {}
     return kept | {
         "ap": result.ap,
         "precision": result.precision,
