@@ -33,6 +33,7 @@ def test_each_source_apart_then_the_mean(two_holdouts, tmp_path, capsys):
     assert code == 0, out.err
     data = json.loads(report.read_text())
     assert list(data["sources"]) == ["alpha", "beta"]
+    assert not {"per_image", "paths"} & set(data["sources"]["alpha"])  # --errors' inputs stay out of the JSON
     # each source's figures are those of evaluating its folder alone
     for name, folder in (("alpha", "a"), ("beta", "b")):
         single = tmp_path / f"{name}.json"

@@ -121,7 +121,7 @@ def thin_indices(length: int, max_points: int) -> np.ndarray:
 def json_summary(result: dict, max_points: int = 1000) -> dict:
     """``evaluate``'s dict with JSON-ready values; the curve keeps at most ``max_points`` points."""
     keep = thin_indices(len(result["precision"]), max_points)
-    summary = {k: v for k, v in result.items() if k not in ("precision", "recall", "scores", "per_image")}
+    summary = {k: v for k, v in result.items() if k not in ("precision", "recall", "scores", "per_image", "paths")}
     summary["ap"] = None if not np.isfinite(result["ap"]) else float(result["ap"])
     summary["precision"] = [round(float(v), 6) for v in np.asarray(result["precision"])[keep]]
     summary["recall"] = [round(float(v), 6) for v in np.asarray(result["recall"])[keep]]
