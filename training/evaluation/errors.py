@@ -79,6 +79,8 @@ class _Labelled:
 
     score: np.ndarray  # [N] float64
     kind: np.ndarray  # [N] int: _TP, _DUPE, _LOC, _BKG, _DROPPED
+    image: np.ndarray  # [N] int: the detection's image (index into the inputs)
+    box: np.ndarray  # [N, 4] float64
     side: np.ndarray  # [N] the detection's own sqrt(w * h)
     face: np.ndarray  # [N] global index of the matched face (TP) or the target (localisation), else -1
     loc_fixable: np.ndarray  # [N] bool: the localisation fix turns it into a TP of ``face``
@@ -94,7 +96,8 @@ def _side(boxes: np.ndarray) -> np.ndarray:
 def _label(detections, ground_truths, ignores, t_f: float, t_b: float) -> _Labelled:
     if len(detections) != len(ground_truths) or (ignores is not None and len(ignores) != len(detections)):
         raise ValueError(f"error_breakdown: {len(detections)} detection lists for {len(ground_truths)} images")
-    cols: dict[str, list] = {k: [] for k in ("score", "kind", "side", "face", "fix", "fside", "fmatched", "fmissed")}
+    keys = ("score", "kind", "image", "box", "side", "face", "fix", "fside", "fmatched", "fmissed")
+    cols: dict[str, list] = {k: [] for k in keys}
     offset = 0
     for i, ((boxes, scores), gt) in enumerate(zip(detections, ground_truths)):
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -128,6 +131,8 @@ def _label(detections, ground_truths, ignores, t_f: float, t_b: float) -> _Label
                 claimed[face[d]] = True
         cols["score"].append(scores)
         cols["kind"].append(kind)
+        cols["image"].append(np.full(n, i))
+        cols["box"].append(boxes)
         cols["side"].append(_side(boxes))
         cols["face"].append(np.where(face >= 0, face + offset, -1))
         cols["fix"].append(fixable)
@@ -139,6 +144,8 @@ def _label(detections, ground_truths, ignores, t_f: float, t_b: float) -> _Label
     return _Labelled(
         score=cat["score"].astype(np.float64),
         kind=cat["kind"].astype(int),
+        image=cat["image"].astype(int),
+        box=cat["box"].astype(np.float64).reshape(-1, 4),
         side=cat["side"].astype(np.float64),
         face=cat["face"].astype(int),
         loc_fixable=cat["fix"].astype(bool),
@@ -233,27 +240,13 @@ def background_detections(
     t_b: float = 0.1,
     min_score: float = 0.0,
 ) -> list[tuple[float, int, np.ndarray]]:
-    """The *background* errors of the breakdown, ``(score, image index, box)``, highest score first
-    (ties: image order, then the image's own order): detections of IoU ``< t_b`` with every face of
-    their image that no ignore region absorbs (``>= t_f`` of their area inside one), scoring at least
-    ``min_score``. Such a detection can be neither a hit nor a duplicate nor a localisation error, so
-    this is exactly the set the ``background`` oracle removes."""
-    if len(detections) != len(ground_truths) or (ignores is not None and len(ignores) != len(detections)):
-        raise ValueError(f"background_detections: {len(detections)} detection lists for {len(ground_truths)} images")
-    found: list[tuple[float, int, int, np.ndarray]] = []
-    for i, ((boxes, scores), gt) in enumerate(zip(detections, ground_truths)):
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
-        keep = scores >= min_score
-        if gt.shape[0] and boxes.shape[0]:
-            keep &= box_iou_matrix(boxes, gt).max(axis=1) < t_b
-        ignore = None if ignores is None else np.asarray(ignores[i], dtype=np.float64).reshape(-1, 4)
-        if ignore is not None and ignore.shape[0] and boxes.shape[0]:
-            keep &= box_iof_matrix(boxes, ignore).max(axis=1) < t_f
-        found += [(float(scores[d]), i, int(d), boxes[d]) for d in np.flatnonzero(keep)]
-    found.sort(key=lambda item: (-item[0], item[1], item[2]))
-    return [(score, image, box) for score, image, _, box in found]
+    """The *background* errors of the breakdown, ``(score, image index, box)``, scoring at least
+    ``min_score``, highest score first (ties: image order, then their order in the image): the
+    detections the ``background`` oracle removes, labelled by the same rule (``_label``)."""
+    lab = _label(detections, ground_truths, ignores, t_f, t_b)
+    picked = np.flatnonzero((lab.kind == _BKG) & (lab.score >= min_score))
+    picked = picked[np.argsort(-lab.score[picked], kind="stable")]  # concatenation order breaks ties
+    return [(float(lab.score[k]), int(lab.image[k]), lab.box[k]) for k in picked]
 
 
 def format_error_table(rows: dict[str, ErrorBreakdown]) -> list[str]:
