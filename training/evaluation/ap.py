@@ -26,10 +26,20 @@ Contract of :func:`average_precision`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+# Face size classes of every per-size figure (the error breakdown, faces found at the display
+# threshold): side = sqrt(width * height) of the ground-truth box, in original-image pixels.
+SIZE_BINS = (("<32", 0.0, 32.0), ("32-96", 32.0, 96.0), (">=96", 96.0, math.inf))
+
+
+def box_side(boxes: np.ndarray) -> np.ndarray:
+    """``sqrt(w * h)`` of ``[N, 4]`` boxes (0 for an empty or inverted box)."""
+    return np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from acfd.training.evaluation.ap import all_point_ap, box_iof_matrix, box_iou_matrix
+from acfd.training.evaluation.ap import SIZE_BINS, all_point_ap, box_iof_matrix, box_iou_matrix, box_side
 
 ERROR_TYPES = ("missed", "localisation", "duplicate", "background")
-SIZE_BINS = (("<32", 0.0, 32.0), ("32-96", 32.0, 96.0), (">=96", 96.0, math.inf))
 
 # kinds of detections
 _TP, _DUPE, _LOC, _BKG, _DROPPED = 0, 1, 2, 3, 4
@@ -89,10 +88,6 @@ class _Labelled:
     face_missed: np.ndarray  # [F] bool
 
 
-def _side(boxes: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
-
-
 def _label(detections, ground_truths, ignores, t_f: float, t_b: float) -> _Labelled:
     if len(detections) != len(ground_truths) or (ignores is not None and len(ignores) != len(detections)):
         raise ValueError(f"error_breakdown: {len(detections)} detection lists for {len(ground_truths)} images")
@@ -133,10 +128,10 @@ def _label(detections, ground_truths, ignores, t_f: float, t_b: float) -> _Label
         cols["kind"].append(kind)
         cols["image"].append(np.full(n, i))
         cols["box"].append(boxes)
-        cols["side"].append(_side(boxes))
+        cols["side"].append(box_side(boxes))
         cols["face"].append(np.where(face >= 0, face + offset, -1))
         cols["fix"].append(fixable)
-        cols["fside"].append(_side(gt))
+        cols["fside"].append(box_side(gt))
         cols["fmatched"].append(taken)
         cols["fmissed"].append(~taken & ~targeted)
         offset += g
@@ -219,7 +214,7 @@ def breakdown_by_size(
     detections: Sequence[tuple[np.ndarray, np.ndarray]],
     ground_truths: Sequence[np.ndarray],
     ignores: Sequence[np.ndarray] | None = None,
-    bins: Sequence[tuple[float, float]] = ((0.0, 32.0), (32.0, 96.0), (96.0, math.inf)),
+    bins: Sequence[tuple[float, float]] = tuple((lo, hi) for _, lo, hi in SIZE_BINS),
     t_f: float = 0.5,
     t_b: float = 0.1,
 ) -> dict[str, ErrorBreakdown]:

@@ -16,10 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from acfd.training.evaluation.ap import match_faces
-
-SIZE_BINS = (("<32", 0.0, 32.0), ("32-96", 32.0, 96.0), (">=96", 96.0, float("inf")))
-
+from acfd.training.evaluation.ap import SIZE_BINS, box_side, match_faces
 
 def _f1(p: np.ndarray | float, r: np.ndarray | float):
     p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
@@ -62,7 +59,7 @@ def at_threshold(
         )
         tp += int(matched.sum())
         fp += len(kept) - int(matched.sum())
-        side = np.sqrt(np.clip(gt[:, 2] - gt[:, 0], 0, None) * np.clip(gt[:, 3] - gt[:, 1], 0, None))
+        side = box_side(gt)
         for name, lo, hi in SIZE_BINS:
             in_bin = (side >= lo) & (side < hi)
             total[name] += int(in_bin.sum())
