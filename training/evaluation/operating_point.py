@@ -18,6 +18,7 @@ import numpy as np
 
 from acfd.training.evaluation.ap import SIZE_BINS, box_side, match_faces
 
+
 def _f1(p: np.ndarray | float, r: np.ndarray | float):
     p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
     return np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
